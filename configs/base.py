@@ -1,0 +1,160 @@
+"""Shared base configuration: every field, with the reference defaults.
+
+Per model x dataset files (``configs/damsm_bird.py``, ``configs/dmgan_coco.py``, ...)
+import this module and override a few fields. Values and quirk flags follow
+``SPEC.md`` section 3 (per-dataset table) and section 4 (reference quirks): every
+quirk flag defaults to the reference behaviour.
+
+Usage::
+
+  python main.py --config=configs/damsm_shapes.py --workdir=/tmp/damsm
+  python main.py --config=configs/damsm_shapes.py --config.damsm.epochs=2 ...
+
+``get_config("tiny")`` (in every per-file config) shrinks model and data for
+tests and smoke runs.
+"""
+
+import ml_collections
+
+JOBS = ("pretrain_damsm", "train_gan", "evaluate", "sample")
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """Returns the base config (reference values for CUB birds)."""
+  c = ml_collections.ConfigDict()
+  c.job = "pretrain_damsm"
+  c.seed = 0
+  # Multi-host: call jax.distributed.initialize() before touching devices.
+  c.distributed = False
+
+  # ----------------------------------------------------------------- data
+  d = c.data = ml_collections.ConfigDict()
+  d.name = "shapes"            # 'shapes' (embedded) | 'birds' | 'coco'
+  d.data_dir = ""              # root of the AttnGAN layout (birds/coco)
+  d.captions_per_image = 10    # CUB 10, COCO 5
+  d.words_num = 18             # WORDS_NUM in GAN training (CUB 18, COCO 12)
+  d.eval_words_num = 25        # WORDS_NUM in evaluation (CUB 25, COCO 20)
+  d.caption_truncation = "random_subset"  # reference; 'prefix' alternative
+  d.base_size = 64             # TREE.BASE_SIZE
+  d.branch_num = 3             # TREE.BRANCH_NUM: stage sizes 64, 128, 256
+  d.random_crop_flip = True    # Resize(76/64) -> RandomCrop -> flip, SPEC §7.5
+  d.num_workers = 0            # loader worker processes (0: in-process)
+  d.prefetch = 2               # batches prefetched to the devices
+  # The embedded 'shapes' dataset (procedural, no download).
+  d.shapes_num_train = 4000
+  d.shapes_num_test = 1000
+  d.shapes_seed = 1234
+
+  # --------------------------------------------------------- text encoder
+  t = c.text_encoder = ml_collections.ConfigDict()
+  t.embedding_dim = 256        # TEXT.EMBEDDING_DIM (nef): 128 per direction
+  t.word_dim = 300             # ninput of RNN_ENCODER
+  t.dropout = 0.5              # on the embedded sequence, train mode only
+
+  # -------------------------------------------------------- image encoder
+  im = c.image_encoder = ml_collections.ConfigDict()
+  im.backbone = "inception"    # 'inception' (reference) | 'small' (fast CNN)
+  im.input_size = 299          # resized (bilinear, align_corners) to this
+  im.small_width = 32          # channels of the first 'small' conv
+
+  # ----------------------------------------------- DAMSM loss/pretraining
+  dm = c.damsm = ml_collections.ConfigDict()
+  dm.gamma1 = 4.0
+  dm.gamma2 = 5.0
+  dm.gamma3 = 10.0
+  dm.word_score = "code"       # 'code' (reference) | 'paper' (1/gamma2 power)
+  dm.batch_size = 48
+  dm.epochs = 600
+  dm.words_num = 18            # WORDS_NUM in pretraining (CUB 18, COCO 15)
+  dm.image_size = 299          # BASE_SIZE of the pretraining images
+  dm.lr = 0.002                # ENCODER_LR
+  dm.lr_decay = 0.98           # per epoch, while lr > lr / lr_floor_div
+  dm.lr_floor_div = 10.0
+  dm.rnn_grad_clip = 0.25      # global-norm clip on the text encoder only
+  dm.adam_reset_per_epoch = True   # reference re-creates Adam each epoch
+  dm.trunk_bn_train = True     # frozen Inception trunk still updates BN stats
+  dm.snapshot_interval = 50    # epochs between kept snapshots
+  dm.eval_batches = 50         # test batches scored each evaluation
+  dm.eval_every_epochs = 1
+  dm.retrieval_candidates = 100  # top-1 of this many sentences per image
+  dm.init_checkpoint = ""      # optional Inception trunk weights (.npz)
+
+  # ----------------------------------------------------- GAN architecture
+  m = c.model = ml_collections.ConfigDict()
+  m.refiner = "memory"         # 'memory' (DM-GAN) | 'ffblock' | 'attention'
+  m.ngf = 64                   # GAN.GF_DIM
+  m.ndf = 32                   # GAN.DF_DIM
+  m.z_dim = 100
+  m.condition_dim = 100        # CA output (ncf)
+  m.r_num = 2                  # ResBlocks per refinement stage (CUB 2, COCO 3)
+  m.memory_dim = 128           # N_m
+  m.attn_mask_mode = "rolled"          # reference | 'per_caption'
+  m.word_axis_length = "batch_max"     # reference | 'words_num'
+  m.ffgan_word_mask = "none"           # reference | 'padding'
+  m.ca_sample_at_eval = True
+  m.memory_gate_stop_grad = True
+  m.memory_self_concat = True
+  m.sn_update = "every_call"           # reference | 'd_step_only'
+  m.bn_running_var = "unbiased"        # reference | 'biased'
+
+  # --------------------------------------------------------- GAN training
+  g = c.gan = ml_collections.ConfigDict()
+  g.damsm_dir = ""             # workdir of a pretrain_damsm run (frozen encoders)
+  g.batch_size = 10            # CUB 10, COCO 16
+  g.epochs = 800               # CUB 800, COCO 200
+  g.g_lr = 2e-4
+  g.d_lr = 2e-4
+  g.beta1 = 0.5
+  g.beta2 = 0.999
+  g.lambda_damsm = 5.0         # CUB 5, COCO 50
+  g.ema_decay = 0.999
+  g.kl_reduction = "mean"      # reference | 'sum'
+  g.bce = "torch_clamped"      # reference | 'logits'
+  g.wrong_pair = "shift"       # reference | 'other_class'
+  g.snapshot_bn_stats = "live"  # reference | 'recompute'
+  g.snapshot_interval = 25     # epochs (CUB 25, COCO 5)
+
+  # ------------------------------------------------ logging / checkpoints
+  c.log_every_steps = 50
+  c.image_every_steps = 500
+  c.checkpoint_every_steps = 1000
+  c.keep_checkpoints = 3
+  c.max_steps = -1             # > 0: stop after this many steps (smoke runs)
+  c.metrics_json = "metrics.json"
+  return c
+
+
+def tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Shrinks a config in place for tests: tiny models, 32 px, few steps."""
+  c.data.name = "shapes"
+  c.data.shapes_num_train = 64
+  c.data.shapes_num_test = 32
+  c.data.base_size = 32
+  c.data.branch_num = 2
+  c.data.words_num = 8
+  c.data.eval_words_num = 10
+  c.data.captions_per_image = 5
+  c.text_encoder.embedding_dim = 32
+  c.text_encoder.word_dim = 16
+  c.image_encoder.backbone = "small"
+  c.image_encoder.input_size = 32
+  c.image_encoder.small_width = 8
+  c.damsm.batch_size = 8
+  c.damsm.words_num = 8
+  c.damsm.image_size = 32
+  c.damsm.epochs = 1
+  c.damsm.eval_batches = 2
+  c.damsm.retrieval_candidates = 8
+  c.model.ngf = 8
+  c.model.ndf = 8
+  c.model.z_dim = 8
+  c.model.condition_dim = 8
+  c.model.memory_dim = 16
+  c.model.r_num = 1
+  c.gan.batch_size = 8
+  c.gan.epochs = 1
+  c.log_every_steps = 1
+  c.image_every_steps = 1
+  c.checkpoint_every_steps = 2
+  c.max_steps = 2
+  return c

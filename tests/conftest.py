@@ -1,0 +1,36 @@
+"""Test setup: 8 fake CPU devices, fast compiles, shared real data.
+
+The XLA flag must be set before JAX initialises its backends, hence at import.
+"""
+
+import os
+import pathlib
+import sys
+
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+).strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+  sys.path.insert(0, str(ROOT))
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_disable_most_optimizations", True)
+jax.config.update("jax_threefry_partitionable", True)
+
+# ../shared/data relative to the project root (CI clones main beside shared/).
+SHARED_DATA = pathlib.Path(
+    os.environ.get("T2I_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> pathlib.Path:
+  """The real-data folder; tests that need it skip (saying why) without it."""
+  if not SHARED_DATA.is_dir():
+    pytest.skip(f"real test data not found at {SHARED_DATA} "
+                "(set T2I_SHARED_DATA to its location)")
+  return SHARED_DATA
