@@ -26,6 +26,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.seed = 0
   # Multi-host: call jax.distributed.initialize() before touching devices.
   c.distributed = False
+  # Devices of the data mesh: 0 = all; n > 0 = the first n (debugging, tests).
+  c.num_devices = 0
 
   # ----------------------------------------------------------------- data
   d = c.data = ml_collections.ConfigDict()
@@ -56,6 +58,10 @@ def get_config() -> ml_collections.ConfigDict:
   im.backbone = "inception"    # 'inception' (reference) | 'small' (fast CNN)
   im.input_size = 299          # resized (bilinear, align_corners) to this
   im.small_width = 32          # channels of the first 'small' conv
+  # The reference freezes the (ImageNet-pretrained) trunk; a 'small' backbone
+  # has no pretrained weights, so its configs train it.
+  im.train_trunk = False
+  im.trunk_weights = ""        # .npz of torchvision Inception-v3 weights
 
   # ----------------------------------------------- DAMSM loss/pretraining
   dm = c.damsm = ml_collections.ConfigDict()
@@ -77,7 +83,6 @@ def get_config() -> ml_collections.ConfigDict:
   dm.eval_batches = 50         # test batches scored each evaluation
   dm.eval_every_epochs = 1
   dm.retrieval_candidates = 100  # top-1 of this many sentences per image
-  dm.init_checkpoint = ""      # optional Inception trunk weights (.npz)
 
   # ----------------------------------------------------- GAN architecture
   m = c.model = ml_collections.ConfigDict()
@@ -100,6 +105,8 @@ def get_config() -> ml_collections.ConfigDict:
   # --------------------------------------------------------- GAN training
   g = c.gan = ml_collections.ConfigDict()
   g.damsm_dir = ""             # workdir of a pretrain_damsm run (frozen encoders)
+  # With no damsm_dir: pretrain one into workdir/damsm first (shapes configs).
+  g.pretrain_damsm_if_missing = False
   g.batch_size = 10            # CUB 10, COCO 16
   g.epochs = 800               # CUB 800, COCO 200
   g.g_lr = 2e-4
@@ -139,6 +146,7 @@ def tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.image_encoder.backbone = "small"
   c.image_encoder.input_size = 32
   c.image_encoder.small_width = 8
+  c.image_encoder.train_trunk = True
   c.damsm.batch_size = 8
   c.damsm.words_num = 8
   c.damsm.image_size = 32

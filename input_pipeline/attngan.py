@@ -1,0 +1,419 @@
+"""Readers for the AttnGAN / DM-GAN data layout (CUB birds, MS-COCO).
+
+The layout users already have (SPEC-dmgan §7.1)::
+
+  <data_dir>/captions.pickle              [train_caps, test_caps, ixtoword, wordtoix]
+  <data_dir>/{train,test}/filenames.pickle   image keys, e.g. '002.Laysan_Albatross/...'
+  <data_dir>/{train,test}/class_info.pickle  birds: class id per key (same order)
+  <data_dir>/text/<key>.txt               captions, one per line (only to build the pickle)
+  birds: <data_dir>/CUB_200_2011/{images.txt, bounding_boxes.txt, images/<key>.jpg}
+  coco:  <data_dir>/images/<key>.jpg
+
+All pickles may be Python-2 pickles and are read with ``encoding='latin1'``.
+``captions.pickle`` is built from ``text/`` when it is missing (SPEC §7.2/§7.3:
+the first ``captions_per_image`` valid lines of each file, the vocabulary over
+train then test captions) and written atomically with pickle protocol 2, so
+the reference code can read it too. Captions of image ``k`` of a split are
+elements ``k * CPI .. k * CPI + CPI - 1`` of that split's list.
+
+``AttnGANSource(...)[i]`` is ``dict(image=uint8[H, W, 3], captions=list of id
+lists, class_id=int, key=str)``: the full-resolution image (birds: cropped to
+the reference's square around the bounding box, §7.4), converted to RGB; the
+random resize/crop/flip/pyramid is ``transforms.random_crop_flip_pyramid``.
+"""
+
+import functools
+import itertools
+import logging
+import os
+import pickle
+import tempfile
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image
+
+from input_pipeline import text as text_lib
+from input_pipeline import transforms
+
+DATASETS = ("birds", "coco")
+SPLITS = ("train", "test")
+CAPTIONS_FILE = "captions.pickle"
+FILENAMES_FILE = "filenames.pickle"
+CLASS_INFO_FILE = "class_info.pickle"
+CUB_DIR = "CUB_200_2011"
+
+
+def _load_pickle(path: str, what: str) -> Any:
+  try:
+    with open(path, "rb") as f:
+      return pickle.load(f, encoding="latin1")
+  except FileNotFoundError:
+    raise
+  except Exception as e:  # corrupt / truncated / not a pickle
+    raise ValueError(f"cannot read {path} ({what}): {type(e).__name__}: {e}"
+                     ) from e
+
+
+def _as_str(key: Any) -> str:
+  if isinstance(key, bytes):
+    return key.decode("latin1")
+  return str(key)
+
+
+def load_filenames(data_dir: str, split: str) -> list[str]:
+  """``<data_dir>/<split>/filenames.pickle``: the split's image keys, in order."""
+  path = os.path.join(data_dir, split, FILENAMES_FILE)
+  if not os.path.isfile(path):
+    raise FileNotFoundError(
+        f"{path} not found: expected a pickled list of the {split} split's "
+        "image keys (AttnGAN layout, e.g. '002.Laysan_Albatross/"
+        "Laysan_Albatross_0002_1027' or 'COCO_train2014_000000000009')")
+  keys = _load_pickle(path, "a list of image keys")
+  if isinstance(keys, np.ndarray):
+    keys = keys.tolist()
+  if not isinstance(keys, (list, tuple)) or not keys:
+    raise ValueError(f"{path} must hold a non-empty list of image keys, got "
+                     f"{type(keys).__name__}"
+                     + (f" of length {len(keys)}" if hasattr(keys, "__len__")
+                        else ""))
+  return [_as_str(k) for k in keys]
+
+
+def load_class_ids(data_dir: str, split: str, num_images: int,
+                   dataset: str) -> np.ndarray:
+  """Birds: ``<split>/class_info.pickle``; COCO or no such file: ``arange``."""
+  path = os.path.join(data_dir, split, CLASS_INFO_FILE)
+  if dataset != "birds" or not os.path.isfile(path):
+    return np.arange(num_images, dtype=np.int64)
+  ids = _load_pickle(path, "a list of class ids")
+  try:
+    ids = np.asarray([int(i) for i in ids], dtype=np.int64)
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"{path} must hold a list of integer class ids: {e}"
+                     ) from e
+  if ids.shape != (num_images,):
+    raise ValueError(
+        f"{path} holds {ids.size} class ids but {split}/{FILENAMES_FILE} "
+        f"lists {num_images} images (one id per key, same order expected)")
+  return ids
+
+
+def load_bboxes(cub_dir: str, keys: Sequence[str]) -> dict[str, tuple]:
+  """(x, y, w, h) ints of each key from CUB's images.txt + bounding_boxes.txt.
+
+  ``images.txt`` lines are ``<id> <key>.jpg``; ``bounding_boxes.txt`` lines
+  ``<id> x y w h`` (floats, truncated to int as the reference's
+  ``astype(int)``). The lookup is by key, so ``images.txt`` must list every
+  key of the split.
+  """
+  images_txt = os.path.join(cub_dir, "images.txt")
+  boxes_txt = os.path.join(cub_dir, "bounding_boxes.txt")
+  for path, what in ((images_txt, "'<id> <key>.jpg' lines"),
+                     (boxes_txt, "'<id> x y w h' lines")):
+    if not os.path.isfile(path):
+      raise FileNotFoundError(
+          f"{path} not found: the CUB bounding-box crop needs it ({what}; "
+          "it ships with CUB_200_2011.tgz)")
+  key_to_id = {}
+  with open(images_txt, encoding="utf-8") as f:
+    for n, line in enumerate(f, 1):
+      parts = line.split()
+      if not parts:
+        continue
+      if len(parts) != 2:
+        raise ValueError(f"{images_txt} line {n}: expected '<id> <key>.jpg', "
+                         f"got {line.strip()!r}")
+      image_id, name = parts
+      key_to_id[os.path.splitext(name)[0]] = image_id
+  id_to_box = {}
+  with open(boxes_txt, encoding="utf-8") as f:
+    for n, line in enumerate(f, 1):
+      parts = line.split()
+      if not parts:
+        continue
+      try:
+        if len(parts) != 5:
+          raise ValueError("wrong number of fields")
+        id_to_box[parts[0]] = tuple(int(float(v)) for v in parts[1:])
+      except ValueError:
+        raise ValueError(f"{boxes_txt} line {n}: expected '<id> x y w h', "
+                         f"got {line.strip()!r}") from None
+  out = {}
+  for key in keys:
+    image_id = key_to_id.get(key)
+    if image_id is None:
+      raise ValueError(
+          f"{images_txt} has no line for image key {key!r} (expected "
+          f"'<id> {key}.jpg'; the bounding-box lookup is by key, so "
+          "images.txt must list every image of the split)")
+    box = id_to_box.get(image_id)
+    if box is None:
+      raise ValueError(f"{boxes_txt} has no box for image id {image_id} "
+                       f"(key {key!r} in images.txt)")
+    out[key] = box
+  return out
+
+
+# ------------------------------------------------------------------ captions
+
+def _check_caption_list(caps: Any, name: str, n_words: int,
+                        path: str) -> list:
+  if not isinstance(caps, (list, tuple)):
+    raise ValueError(f"{path}: {name} must be a list of captions (lists of "
+                     f"word ids), got {type(caps).__name__}")
+  caps = list(caps)
+  bad = next((j for j, c in enumerate(caps)
+              if not isinstance(c, (list, tuple, np.ndarray)) or len(c) == 0),
+             None)
+  if bad is not None:
+    raise ValueError(f"{path}: {name}[{bad}] must be a non-empty list of word "
+                     f"ids, got {caps[bad]!r}")
+  try:
+    flat = np.fromiter(itertools.chain.from_iterable(caps), dtype=np.int64,
+                       count=sum(map(len, caps)))
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"{path}: {name} must hold integer word ids: {e}") from e
+  if flat.size and (flat.min() < 1 or flat.max() >= n_words):
+    j = next(j for j, c in enumerate(caps)
+             if min(c) < 1 or max(c) >= n_words)
+    raise ValueError(
+        f"{path}: {name}[{j}] = {list(caps[j])} has word ids outside "
+        f"1..{n_words - 1} (0 is '<end>', never stored in a caption)")
+  return caps
+
+
+def read_captions_pickle(path: str):
+  """(train_captions, test_captions, Vocabulary) from a reference pickle."""
+  data = _load_pickle(path, "[train_captions, test_captions, ixtoword, "
+                      "wordtoix]")
+  expected = ("must be a list [train_captions, test_captions, ixtoword, "
+              "wordtoix] (the AttnGAN structure)")
+  if not isinstance(data, (list, tuple)) or len(data) != 4:
+    got = (f"a {type(data).__name__} of length {len(data)}"
+           if isinstance(data, (list, tuple)) else type(data).__name__)
+    raise ValueError(f"{path} {expected}, got {got}")
+  train, test, ixtoword, wordtoix = data
+  if not isinstance(ixtoword, dict) or not isinstance(wordtoix, dict):
+    raise ValueError(f"{path} {expected}: elements 2 and 3 must be dicts, got "
+                     f"{type(ixtoword).__name__} and {type(wordtoix).__name__}")
+  try:
+    vocab = text_lib.Vocabulary.from_ixtoword(
+        {int(i): _as_str(w) for i, w in ixtoword.items()})
+  except (TypeError, ValueError) as e:
+    raise ValueError(f"{path}: bad ixtoword (element 2): {e}") from e
+  mismatch = [w for i, w in vocab.ixtoword.items() if wordtoix.get(w) != i]
+  if mismatch or len(wordtoix) != vocab.n_words:
+    raise ValueError(
+        f"{path}: wordtoix (element 3, {len(wordtoix)} words) is not the "
+        f"inverse of ixtoword (element 2, {vocab.n_words} words); e.g. "
+        f"{mismatch[:3]}")
+  train = _check_caption_list(train, "train_captions (element 0)",
+                              vocab.n_words, path)
+  test = _check_caption_list(test, "test_captions (element 1)",
+                             vocab.n_words, path)
+  return train, test, vocab
+
+
+def write_captions_pickle(path: str, train: Sequence[Sequence[int]],
+                          test: Sequence[Sequence[int]],
+                          vocab: text_lib.Vocabulary) -> None:
+  """Writes the reference structure, protocol 2, atomically (temp + replace)."""
+  data = [[[int(i) for i in c] for c in train],
+          [[int(i) for i in c] for c in test],
+          dict(vocab.ixtoword), dict(vocab.wordtoix)]
+  directory = os.path.dirname(os.path.abspath(path))
+  fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".",
+                             suffix=".tmp", dir=directory)
+  try:
+    with os.fdopen(fd, "wb") as f:
+      pickle.dump(data, f, protocol=2)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def caption_file(data_dir: str, key: str) -> str:
+  return os.path.join(data_dir, "text", key + ".txt")
+
+
+def build_captions(data_dir: str, captions_per_image: int):
+  """Tokenised captions of both splits from ``text/`` and their vocabulary.
+
+  Returns (train_ids, test_ids, Vocabulary); ids follow the vocabulary built
+  over the train then the test captions (first appearance order).
+  """
+  tokens = {}
+  for split in SPLITS:
+    tokens[split] = []
+    for key in load_filenames(data_dir, split):
+      path = caption_file(data_dir, key)
+      if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"caption file for {split} image key {key!r} not found: {path} "
+            f"(needed to build {CAPTIONS_FILE}; expected one caption per "
+            "line)")
+      tokens[split].extend(text_lib.read_caption_file(path,
+                                                      captions_per_image))
+  vocab = text_lib.build_vocabulary(
+      itertools.chain(tokens["train"], tokens["test"]))
+  ids = {s: [vocab.encode(c) for c in tokens[s]] for s in SPLITS}
+  return ids["train"], ids["test"], vocab
+
+
+@functools.lru_cache(maxsize=2)
+def _read_cached(path: str, mtime_ns: int, size: int):
+  del mtime_ns, size  # Cache keys only: a rewritten file is read again.
+  return read_captions_pickle(path)
+
+
+def load_captions(data_dir: str, captions_per_image: int):
+  """(train_ids, test_ids, Vocabulary): reads captions.pickle, or builds it.
+
+  The returned lists are shared between callers (cached); do not mutate.
+  """
+  path = os.path.join(data_dir, CAPTIONS_FILE)
+  if not os.path.isfile(path):
+    train, test, vocab = build_captions(data_dir, captions_per_image)
+    try:
+      write_captions_pickle(path, train, test, vocab)
+      logging.info("wrote %s: %d train / %d test captions, %d words", path,
+                   len(train), len(test), vocab.n_words)
+    except OSError as e:  # e.g. a read-only dataset mount: go on in memory
+      logging.warning("could not write %s (%s); using the captions built "
+                      "from text/ in memory", path, e)
+    return train, test, vocab
+  st = os.stat(path)
+  return _read_cached(os.path.abspath(path), st.st_mtime_ns, st.st_size)
+
+
+# -------------------------------------------------------------------- source
+
+class AttnGANSource:
+  """Random-access source of one split of an AttnGAN-layout dataset.
+
+  Attributes:
+    split, dataset, data_dir, captions_per_image: as given.
+    keys: the split's image keys (filenames.pickle order).
+    class_ids: int64[len] (birds: class_info.pickle; COCO: arange).
+    vocab: ``text.Vocabulary`` of captions.pickle (both splits).
+    mirror_word_pairs: () -- the reference never edits captions of flipped
+      images.
+  """
+
+  mirror_word_pairs: tuple[tuple[int, int], ...] = ()
+
+  def __init__(self, data_dir: str, split: str, dataset: str = "birds",
+               captions_per_image: int = 10, use_bbox: bool | None = None):
+    """Reads the split's metadata and captions (building captions.pickle).
+
+    Args:
+      data_dir: root of the layout (e.g. ``data/birds``).
+      split: 'train' | 'test'.
+      dataset: 'birds' (CUB_200_2011 images, bbox crop) | 'coco'.
+      captions_per_image: CUB 10, COCO 5; must match captions.pickle.
+      use_bbox: crop birds to the bounding box (default: True for birds,
+        False for COCO).
+    """
+    if split not in SPLITS:
+      raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if dataset not in DATASETS:
+      raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
+    if int(captions_per_image) < 1:
+      raise ValueError("config.data.captions_per_image must be >= 1, got "
+                       f"{captions_per_image}")
+    if not os.path.isdir(data_dir):
+      raise FileNotFoundError(
+          f"data_dir {data_dir!r}: no such directory (expected the AttnGAN "
+          f"{dataset} layout)")
+    self.data_dir = os.fspath(data_dir)
+    self.split = split
+    self.dataset = dataset
+    self.captions_per_image = cpi = int(captions_per_image)
+    self.use_bbox = (dataset == "birds") if use_bbox is None else bool(use_bbox)
+    self.keys = load_filenames(self.data_dir, split)
+    n = len(self.keys)
+    self.class_ids = load_class_ids(self.data_dir, split, n, dataset)
+    train, test, self.vocab = load_captions(self.data_dir, cpi)
+    caps = train if split == "train" else test
+    if len(caps) != n * cpi:
+      raise ValueError(
+          f"{os.path.join(self.data_dir, CAPTIONS_FILE)} holds {len(caps)} "
+          f"{split} captions but {split}/{FILENAMES_FILE} lists {n} images x "
+          f"captions_per_image={cpi} = {n * cpi}: the pickle belongs to "
+          "another file list or captions_per_image (fix "
+          "config.data.captions_per_image, or delete the pickle to rebuild it "
+          "from text/)")
+    self._captions = caps
+    if dataset == "birds":
+      self.image_dir = os.path.join(self.data_dir, CUB_DIR, "images")
+    else:
+      self.image_dir = os.path.join(self.data_dir, "images")
+    self._bboxes = (load_bboxes(os.path.join(self.data_dir, CUB_DIR),
+                                self.keys) if self.use_bbox else None)
+
+  def __len__(self) -> int:
+    return len(self.keys)
+
+  def _check(self, i: int) -> int:
+    i = int(i)
+    if not 0 <= i < len(self):
+      raise IndexError(f"{self.dataset} {self.split} index {i} out of range "
+                       f"[0, {len(self)})")
+    return i
+
+  def key(self, i: int) -> str:
+    return self.keys[self._check(i)]
+
+  def image_path(self, i: int) -> str:
+    return os.path.join(self.image_dir, self.key(i) + ".jpg")
+
+  def bbox(self, i: int) -> tuple[int, int, int, int] | None:
+    """(x, y, w, h) of image i, or None without the bbox crop."""
+    return None if self._bboxes is None else self._bboxes[self.key(i)]
+
+  def captions(self, i: int) -> list[list[int]]:
+    i = self._check(i)
+    cpi = self.captions_per_image
+    return [[int(t) for t in c]
+            for c in self._captions[i * cpi:(i + 1) * cpi]]
+
+  def captions_text(self, i: int) -> list[str]:
+    return [self.vocab.decode(c) for c in self.captions(i)]
+
+  def load_image(self, i: int) -> np.ndarray:
+    """uint8 [H, W, 3] RGB image of item i (birds: bbox-cropped)."""
+    key, path = self.key(i), self.image_path(i)
+    try:
+      with Image.open(path) as img:
+        img = img.convert("RGB")
+    except FileNotFoundError:
+      raise FileNotFoundError(
+          f"image for {self.dataset} {self.split} key {key!r} not found: "
+          f"{path}") from None
+    except (OSError, Image.UnidentifiedImageError) as e:
+      raise OSError(f"cannot read the image for key {key!r} at {path}: "
+                    f"{e}") from e
+    box = self.bbox(i)
+    if box is not None:
+      x1, y1, x2, y2 = transforms.bbox_crop_box(box, *img.size)
+      if x2 <= x1 or y2 <= y1:
+        raise ValueError(
+            f"bounding box {box} of key {key!r} gives an empty crop "
+            f"{(x1, y1, x2, y2)} of its {img.size[0]}x{img.size[1]} image "
+            f"{path}")
+      img = img.crop((x1, y1, x2, y2))
+    return np.asarray(img, dtype=np.uint8)
+
+  def __getitem__(self, i: int) -> dict[str, Any]:
+    i = self._check(i)
+    return dict(image=self.load_image(i), captions=self.captions(i),
+                class_id=int(self.class_ids[i]), key=self.keys[i])
+
+  def __repr__(self) -> str:
+    return (f"AttnGANSource(dataset={self.dataset!r}, split={self.split!r}, "
+            f"n={len(self)}, data_dir={self.data_dir!r})")

@@ -1,0 +1,69 @@
+"""t2igan-jax entry point.
+
+  python main.py --config=configs/damsm_shapes.py --workdir=/tmp/damsm
+  python main.py --config=configs/dmgan_coco.py --workdir=/ckpt \
+      --config.data.data_dir=/data/coco
+
+The job (DAMSM pretraining, GAN training, evaluation, sampling) is chosen by
+``config.job``; every job is an importable function (``t2igan_jax.train``) so
+Colab and the tests run exactly the same code.
+"""
+
+import logging as std_logging
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard "
+                    "events and metrics.json; an existing run there resumes.")
+config_flags.DEFINE_config_file(
+    "config", None, "Config file (configs/*.py); override fields with "
+    "--config.<field>=<value>.", lock_config=True)
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  # Imported late so that --help and flag errors do not initialise JAX.
+  from t2igan_jax import train  # pylint: disable=g-import-not-at-top
+  from t2igan_jax import errors  # pylint: disable=g-import-not-at-top
+  logging.get_absl_handler().setFormatter(
+      std_logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+  try:
+    config = FLAGS.config
+    config.job  # pylint: disable=pointless-statement  (forces the load)
+  except OSError as e:
+    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+    sys.exit(f"error: cannot load --config: {lines[-1] if lines else e}")
+  try:
+    train.run(config, FLAGS.workdir)
+  except errors.USER_ERRORS as e:
+    logging.error("%s: %s", type(e).__name__, e)
+    sys.exit(f"error: {e}")
+
+
+def _parse_flags_or_exit(argv):
+  """Parses flags first so that a bad --config or override is one line."""
+  try:
+    return FLAGS(argv)
+  except (AttributeError, KeyError) as e:
+    overrides = [a for a in argv[1:] if a.startswith("--config.")]
+    sys.exit(f"error: unknown config field {e} (overrides given: "
+             f"{' '.join(overrides) or 'none'}); fields are defined in "
+             "configs/base.py")
+  except (flags.Error, ValueError, TypeError, OSError, SyntaxError) as e:
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    sys.exit(f"error: bad flag or config file: {msg}")
+
+
+def _run():
+  app.run(main, flags_parser=_parse_flags_or_exit)
+
+
+if __name__ == "__main__":
+  _run()

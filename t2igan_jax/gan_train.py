@@ -1,0 +1,452 @@
+"""GAN training (``config.job = 'train_gan'``): one reference iteration per step.
+
+SPEC-dmgan §6.2, as one jitted function (state donated, batch sharded over the
+``data`` mesh axis, BatchNorm statistics over the global batch):
+
+1. the batch is sorted by caption length, descending (the reference's
+   ``prepare_data``; it fixes the mismatched pairs and the rolled mask);
+2. frozen DAMSM text encoder (eval mode) -> words [B,T,D], sentence [B,D];
+   mask = captions == 0;
+3. z ~ N(0, I); one train-mode G forward (``jax.vjp`` keeps its pull-back);
+4. each D_i updated on real / fake (detached) / mismatched pairs;
+5. G updated on the same fakes, scored by the *updated* D_i:
+   Σ_i adversarial + λ·(L_w0 + L_w1 + L_s0 + L_s1 on the last stage) + KL;
+6. EMA of G's parameters (decay 0.999).
+
+Spectral-norm vectors advance on every D call (``model.sn_update``) in the
+reference's call order: trunk(real), trunk(fake), joint(real), joint(fake),
+joint(wrong) in the D step, then trunk(fake), joint(fake) in the G step.
+"""
+
+import functools
+import json
+import logging
+import os
+import time
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax.experimental import multihost_utils
+
+from input_pipeline import pipeline as input_pipeline
+from t2igan_jax import checkpointing
+from t2igan_jax import damsm_pretrain
+from t2igan_jax import metric_writer
+from t2igan_jax import sharding
+from t2igan_jax.errors import CheckpointError
+from t2igan_jax.losses import damsm as damsm_losses
+from t2igan_jax.losses import gan as gan_losses
+from t2igan_jax.models import conditioning
+from t2igan_jax.models import discriminator as discriminator_lib
+from t2igan_jax.models import generator as generator_lib
+from t2igan_jax.models import inception
+
+CHECKPOINT_DIR = "checkpoints"
+
+
+@flax.struct.dataclass
+class GanState:
+  step: jax.Array
+  g_params: Any
+  g_ema: Any            # EMA of g_params (what is sampled and evaluated)
+  g_stats: Any          # G BatchNorm running statistics ('live', reference)
+  d_params: Any         # list, one per stage
+  d_stats: Any          # list: spectral-norm state of each D
+  g_opt: Any
+  d_opt: Any            # list
+  rng: jax.Array
+
+
+@flax.struct.dataclass
+class Encoders:
+  """Frozen DAMSM encoders (parameters are jit arguments, not constants)."""
+  text_params: Any
+  image_vars: Any
+
+
+def _adam(lr, config):
+  return optax.adam(lr, b1=config.gan.beta1, b2=config.gan.beta2, eps=1e-8)
+
+
+def sort_by_length(batch):
+  """Reorders every batch field by caption length, descending (stable)."""
+  order = jnp.argsort(-batch["caption_lens"], stable=True)
+  return jax.tree.map(lambda x: jnp.take(x, order, axis=0), batch)
+
+
+def word_mask(captions, lengths, word_axis_length: str):
+  """True at padded word slots; 'batch_max' also hides columns ≥ max length.
+
+  Captions are zero-padded, so ``captions == 0`` is already True for every
+  column past a caption's length; the 'batch_max' columns are therefore masked
+  for every row either way (they matter for the unmasked FF-GAN variant).
+  """
+  del lengths, word_axis_length
+  return captions == 0
+
+
+class GanModels:
+  """The static parts of training: modules and config (bound, never traced)."""
+
+  def __init__(self, config, text_model, image_model):
+    self.config = config
+    self.generator = generator_lib.generator_from_config(config)
+    self.discriminators = discriminator_lib.discriminators_from_config(config)
+    self.text_model = text_model
+    self.image_model = image_model
+    self.num_stages = config.data.branch_num
+
+  # --------------------------------------------------------------- text
+  def encode_text(self, enc: Encoders, captions, lengths):
+    return self.text_model.apply({"params": enc.text_params}, captions, lengths,
+                                 train=False)
+
+  # ---------------------------------------------------------- generator
+  def generate(self, g_params, g_stats, z, sent, words, mask, rng, *, train):
+    variables = {"params": g_params, "batch_stats": g_stats}
+    sample_ca = True if train else self.config.model.ca_sample_at_eval
+    if train:
+      out, new_vars = self.generator.apply(
+          variables, z, sent, words, mask, train=True, sample_ca=sample_ca,
+          rngs={"noise": rng}, mutable=["batch_stats"])
+      return out, new_vars["batch_stats"]
+    out = self.generator.apply(variables, z, sent, words, mask, train=False,
+                               sample_ca=sample_ca, rngs={"noise": rng})
+    return out, g_stats
+
+
+def create_state(models: GanModels, rng) -> GanState:
+  c = models.config
+  g_rng, d_rng, state_rng = jax.random.split(rng, 3)
+  b, t = 2, c.data.words_num
+  z = jnp.zeros((b, c.model.z_dim))
+  sent = jnp.zeros((b, c.text_encoder.embedding_dim))
+  words = jnp.zeros((b, t, c.text_encoder.embedding_dim))
+  mask = jnp.zeros((b, t), bool)
+  g_vars = models.generator.init({"params": g_rng, "noise": g_rng}, z, sent,
+                                 words, mask, train=False)
+  sizes = input_pipeline.stage_sizes(c)
+  d_params, d_stats = [], []
+  for i, d in enumerate(models.discriminators):
+    x = jnp.zeros((b, sizes[i], sizes[i], 3))
+    v = d.init({"params": jax.random.fold_in(d_rng, i)}, x, sent,
+               method=_g_step_heads)
+    d_params.append(v["params"])
+    d_stats.append({k: v for k, v in v.items() if k != "params"})
+  g_tx = _adam(c.gan.g_lr, c)
+  d_tx = _adam(c.gan.d_lr, c)
+  return GanState(
+      step=jnp.zeros((), jnp.int32), g_params=g_vars["params"],
+      g_ema=g_vars["params"], g_stats=g_vars["batch_stats"],
+      d_params=d_params, d_stats=d_stats, g_opt=g_tx.init(g_vars["params"]),
+      d_opt=[d_tx.init(p) for p in d_params], rng=state_rng)
+
+
+def _d_step_heads(d, real, fake, sent, wrong_img, wrong_sent):
+  """D-step head outputs in the reference's call order (SN advances per call)."""
+  code_real = d.encode(real)
+  code_fake = d.encode(fake)
+  real_c = d.cond_logits(code_real, sent)
+  fake_c = d.cond_logits(code_fake, sent)
+  wrong_c = d.cond_logits(code_real[wrong_img], sent[wrong_sent])
+  real_u = d.uncond_logits(code_real)
+  fake_u = d.uncond_logits(code_fake)
+  return real_u, real_c, fake_u, fake_c, wrong_c
+
+
+def _g_step_heads(d, fake, sent):
+  code = d.encode(fake)
+  return d.uncond_logits(code), d.cond_logits(code, sent)
+
+
+def train_step(state: GanState, batch, enc: Encoders, *, models: GanModels):
+  """One full reference iteration; returns (new_state, metrics)."""
+  c = models.config
+  rng = jax.random.fold_in(state.rng, state.step)
+  z_rng, ca_rng = jax.random.split(rng)
+  batch = sort_by_length(batch)
+  captions, lengths = batch["captions"], batch["caption_lens"]
+  words, sent = models.encode_text(enc, captions, lengths)
+  words, sent = jax.lax.stop_gradient(words), jax.lax.stop_gradient(sent)
+  mask = word_mask(captions, lengths, c.model.word_axis_length)
+  b = captions.shape[0]
+  z = jax.random.normal(z_rng, (b, c.model.z_dim))
+
+  def g_forward(g_params):
+    out, new_stats = models.generate(g_params, state.g_stats, z, sent, words,
+                                     mask, ca_rng, train=True)
+    return (tuple(out["images"]), out["mu"], out["logvar"]), new_stats
+
+  (fakes, mu, logvar), g_vjp, g_stats = jax.vjp(g_forward, state.g_params,
+                                                has_aux=True)
+  wrong_img, wrong_sent = gan_losses.wrong_pairs(sent, batch["class_ids"],
+                                                 c.gan.wrong_pair)
+  metrics = {}
+  d_tx = _adam(c.gan.d_lr, c)
+  new_d_params, new_d_stats, new_d_opt = [], [], []
+  for i, d in enumerate(models.discriminators):
+    real = batch["images"][i]
+    fake = jax.lax.stop_gradient(fakes[i])
+
+    def d_loss_fn(d_params, d=d, real=real, fake=fake, i=i):
+      heads, new_vars = d.apply(
+          {"params": d_params, **state.d_stats[i]}, real, fake, sent,
+          wrong_img, wrong_sent, method=_d_step_heads,
+          mutable=list(state.d_stats[i].keys()))
+      loss, parts = gan_losses.discriminator_loss(*heads, mode=c.gan.bce)
+      return loss, (parts, new_vars)
+
+    (d_loss, (parts, new_vars)), grads = jax.value_and_grad(
+        d_loss_fn, has_aux=True)(state.d_params[i])
+    updates, opt = d_tx.update(grads, state.d_opt[i], state.d_params[i])
+    new_d_params.append(optax.apply_updates(state.d_params[i], updates))
+    new_d_stats.append(dict(new_vars))
+    new_d_opt.append(opt)
+    metrics[f"d_loss{i}"] = d_loss
+    metrics[f"d_real{i}"] = parts["d_real"]
+    metrics[f"d_fake{i}"] = parts["d_fake"]
+
+  # ----------------------------------------------------------- G update
+  update_sn = c.model.sn_update == "every_call"
+
+  def g_loss_fn(fakes, mu, logvar):
+    terms = {}
+    stats_out = []
+    total = 0.0
+    for i, d in enumerate(models.discriminators):
+      variables = {"params": new_d_params[i], **new_d_stats[i]}
+      if update_sn:
+        (u, cond), new_vars = d.apply(variables, fakes[i], sent,
+                                      method=_g_step_heads,
+                                      mutable=list(new_d_stats[i].keys()))
+        stats_out.append(dict(new_vars))
+      else:
+        u, cond = d.apply(variables, fakes[i], sent, method=_g_step_heads)
+        stats_out.append(new_d_stats[i])
+      adv = gan_losses.generator_adv_loss(u, cond, c.gan.bce)
+      terms[f"g_adv{i}"] = adv
+      total = total + adv
+    local, glob = models.image_model.apply(enc.image_vars, fakes[-1],
+                                           train_trunk_bn=False)
+    damsm = damsm_pretrain.damsm_loss_terms(
+        c, words, sent, local, glob, lengths, batch["class_ids"])
+    w = damsm["w_loss0"] + damsm["w_loss1"]
+    s = damsm["s_loss0"] + damsm["s_loss1"]
+    kl = conditioning.kl_loss(mu, logvar, c.gan.kl_reduction)
+    total = total + c.gan.lambda_damsm * (w + s) + kl
+    terms.update({"g_w_loss": w, "g_s_loss": s, "kl_loss": kl})
+    return total, (terms, stats_out)
+
+  (g_loss, (g_terms, d_stats_after)), cotangents = jax.value_and_grad(
+      g_loss_fn, argnums=(0, 1, 2), has_aux=True)(fakes, mu, logvar)
+  (g_grads,) = g_vjp(cotangents)
+  g_tx = _adam(c.gan.g_lr, c)
+  g_updates, g_opt = g_tx.update(g_grads, state.g_opt, state.g_params)
+  g_params = optax.apply_updates(state.g_params, g_updates)
+  decay = c.gan.ema_decay
+  g_ema = jax.tree.map(lambda a, p: decay * a + (1.0 - decay) * p, state.g_ema,
+                       g_params)
+  metrics.update(g_terms)
+  metrics["g_loss"] = g_loss
+  metrics["g_grad_norm"] = optax.global_norm(g_grads)
+  new_state = state.replace(
+      step=state.step + 1, g_params=g_params, g_ema=g_ema, g_stats=g_stats,
+      d_params=new_d_params, d_stats=d_stats_after, g_opt=g_opt,
+      d_opt=new_d_opt)
+  return new_state, metrics
+
+
+def sample_step(state: GanState, batch, enc: Encoders, z, rng, *,
+                models: GanModels):
+  """EMA generator in eval mode (BN running statistics) on a batch."""
+  c = models.config
+  words, sent = models.encode_text(enc, batch["captions"], batch["caption_lens"])
+  mask = word_mask(batch["captions"], batch["caption_lens"],
+                   c.model.word_axis_length)
+  out, _ = models.generate(state.g_ema, state.g_stats, z, sent, words, mask,
+                           rng, train=False)
+  return out["images"], out["attention"]
+
+
+def _resolve_damsm_dir(config, workdir) -> str:
+  """The DAMSM workdir; pretrains one into workdir/damsm when asked."""
+  if config.gan.damsm_dir:
+    return config.gan.damsm_dir
+  if not config.gan.get("pretrain_damsm_if_missing", False):
+    raise FileNotFoundError(
+        "config.gan.damsm_dir is empty: name the workdir of a pretrain_damsm "
+        "run (python main.py --config=configs/damsm_<dataset>.py ...)")
+  damsm_dir = os.path.join(workdir, "damsm")
+  damsm_config = ml_collections.ConfigDict(config.to_dict())
+  damsm_config.job = "pretrain_damsm"
+  logging.info("no config.gan.damsm_dir: pretraining DAMSM into %s first",
+               damsm_dir)
+  os.makedirs(damsm_dir, exist_ok=True)
+  damsm_pretrain.pretrain(damsm_config, damsm_dir)
+  return damsm_dir
+
+
+def _caption_text(vocab, captions, lengths):
+  return [" ".join(vocab.ixtoword[int(t)] for t in cap[:n])
+          for cap, n in zip(captions, lengths)]
+
+
+def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Runs (or resumes) GAN training; returns the last logged metrics."""
+  g = config.gan
+  mesh = sharding.make_mesh(config.num_devices)
+  sharding.check_batch_size(g.batch_size, mesh, "config.gan.batch_size")
+  sizes = input_pipeline.stage_sizes(config)
+  train_source = input_pipeline.get_source(config, "train", sizes[-1])
+  test_source = input_pipeline.get_source(config, "test", sizes[-1])
+  vocab = train_source.vocab
+
+  damsm_dir = _resolve_damsm_dir(config, workdir)
+  text_model, text_params, image_model, image_vars, _ = (
+      damsm_pretrain.load_encoders(damsm_dir, expected_vocab=vocab))
+  repl = sharding.replicated(mesh)
+  enc = jax.device_put(Encoders(text_params=text_params, image_vars=image_vars),
+                       repl)
+  models = GanModels(config, text_model, image_model)
+
+  steps_per_epoch = input_pipeline.steps_per_epoch(len(train_source),
+                                                   g.batch_size)
+  total_steps = g.epochs * steps_per_epoch
+  if config.max_steps > 0:
+    total_steps = min(total_steps, config.max_steps)
+  logging.info("GAN (%s refiner): %d train images, %d steps per epoch, %d "
+               "steps, stages %s", config.model.refiner, len(train_source),
+               steps_per_epoch, total_steps, sizes)
+
+  state = jax.jit(functools.partial(create_state, models),
+                  out_shardings=repl)(jax.random.key(config.seed))
+  train_iter = input_pipeline.create_iterator(
+      train_source, global_batch_size=g.batch_size, image_sizes=sizes,
+      words_num=config.data.words_num, seed=config.seed,
+      truncation=config.data.caption_truncation,
+      random_crop_flip=config.data.random_crop_flip, shuffle=True,
+      drop_remainder=True, num_epochs=None,
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      num_workers=config.data.num_workers)
+
+  ckpt = checkpointing.Checkpointer(
+      os.path.join(workdir, CHECKPOINT_DIR),
+      max_to_keep=config.keep_checkpoints,
+      interval=config.checkpoint_every_steps,
+      keep_period=g.snapshot_interval * steps_per_epoch)
+  meta = {"job": "train_gan", "vocab_fingerprint": vocab.fingerprint(),
+          "model": config.model.to_dict(), "damsm_dir": os.path.abspath(damsm_dir),
+          "stage_sizes": list(sizes)}
+  latest = ckpt.latest_step()
+  if latest is not None:
+    saved = ckpt.restore_meta(latest)
+    for key in ("vocab_fingerprint", "model", "stage_sizes"):
+      if saved.get(key) != meta[key]:
+        raise CheckpointError(
+            f"checkpoint step {latest} in {ckpt.directory} was written by an "
+            f"incompatible run ({key} differs); use a new --workdir")
+    state, data_state, _ = ckpt.restore(checkpointing.abstract_like(state))
+    train_iter.set_state(data_state)
+    logging.info("resumed from checkpoint step %d", int(state.step))
+
+  step_fn = jax.jit(functools.partial(train_step, models=models),
+                    donate_argnums=(0,))
+  sample_fn = jax.jit(functools.partial(sample_step, models=models))
+
+  # A fixed batch of test captions and noise for the image grids.
+  vis_iter = input_pipeline.create_iterator(
+      test_source, global_batch_size=g.batch_size, image_sizes=sizes,
+      words_num=config.data.words_num, seed=config.seed + 7,
+      truncation=config.data.caption_truncation, random_crop_flip=False,
+      shuffle=True, drop_remainder=True, num_epochs=1,
+      process_index=jax.process_index(), process_count=jax.process_count())
+  vis_local = next(iter(vis_iter))
+  vis_batch = sharding.device_batch(vis_local, mesh)
+  vis_z = jax.device_put(jax.random.normal(jax.random.key(config.seed + 11),
+                                           (g.batch_size, config.model.z_dim)),
+                         repl)
+  vis_rng = jax.random.key(config.seed + 13)
+
+  writer = metric_writer.MetricWriter(workdir)
+  if jax.process_index() == 0:
+    captions_txt = _caption_text(vocab, vis_local["captions"],
+                                 vis_local["caption_lens"])
+    writer.write_text(0, "samples/captions", "\n\n".join(
+        f"{i}: {t}" for i, t in enumerate(captions_txt)))
+    with open(os.path.join(workdir, "sample_captions.txt"), "w") as f:
+      f.write("\n".join(captions_txt) + "\n")
+
+  def log_images(step):
+    images, attention = sample_fn(state, vis_batch, enc, vis_z, vis_rng)
+    images = multihost_utils.process_allgather(images, tiled=True)
+    grids = {f"samples/stage{i}_{np.shape(im)[1]}px":
+             metric_writer.image_grid(np.asarray(im)) for i, im in
+             enumerate(images)}
+    real = {f"real/stage{i}": metric_writer.image_grid(np.asarray(im))
+            for i, im in enumerate(vis_local["images"])}
+    grids.update(real)
+    if attention:
+      att = np.asarray(multihost_utils.process_allgather(attention[0],
+                                                         tiled=True))
+      # First caption's first words: [T, H, W] maps scaled to [-1, 1].
+      n = int(min(vis_local["caption_lens"][0], 6))
+      maps = att[0, :n]
+      maps = maps / np.maximum(maps.max(axis=(1, 2), keepdims=True), 1e-8)
+      grids["attention/caption0"] = metric_writer.image_grid(
+          np.repeat(maps[..., None], 3, -1) * 2 - 1, ncols=n)
+    writer.write_images(step, grids)
+    return grids
+
+  step = int(state.step)
+  progress = metric_writer.Progress(total_steps, start_step=step)
+  pending: list[tuple[int, Any]] = []
+  last_scalars: dict[str, float] = {}
+  t_start = time.monotonic()
+  try:
+    while step < total_steps:
+      local_batch = next(train_iter)
+      state, metrics = step_fn(state, sharding.device_batch(local_batch, mesh),
+                               enc)
+      step += 1
+      pending.append((step, metrics))
+      if step % config.log_every_steps == 0 or step == total_steps:
+        fetched = jax.device_get(pending)
+        pending = []
+        metric_writer.check_finite(fetched)
+        timing = progress.update(step)
+        keys = fetched[-1][1].keys()
+        last_scalars = {f"train/{k}": float(np.mean([m[k] for _, m in fetched]))
+                        for k in keys}
+        last_scalars.update({f"train/{k}": v for k, v in timing.items()})
+        writer.write_scalars(step, last_scalars)
+        logging.info("step %d: g_loss %.3f  d_loss %s  w %.3f s %.3f kl %.3f",
+                     step, last_scalars["train/g_loss"],
+                     " ".join(f"{last_scalars[f'train/d_loss{i}']:.3f}"
+                              for i in range(len(sizes))),
+                     last_scalars["train/g_w_loss"],
+                     last_scalars["train/g_s_loss"],
+                     last_scalars["train/kl_loss"])
+      if step % config.image_every_steps == 0 or step == total_steps:
+        log_images(step)
+      if ckpt.should_save(step) or step == total_steps:
+        if pending:
+          fetched = jax.device_get(pending)
+          pending = []
+          metric_writer.check_finite(fetched)
+        ckpt.save(step, state, train_iter.get_state(), meta,
+                  force=step == total_steps)
+  finally:
+    ckpt.close()
+    writer.close()
+  result = {"step": step, "seconds": time.monotonic() - t_start,
+            **last_scalars}
+  if jax.process_index() == 0:
+    metric_writer.append_json_record(
+        os.path.join(workdir, config.metrics_json), result)
+  return result
+

@@ -1,0 +1,160 @@
+"""DM-GAN discriminators D_NET64/128/256 (SPEC-dmgan §4), NHWC.
+
+Stage k (0, 1, 2 = 64, 128, 256 px in the reference) encodes an image to a code
+with ``8·ndf`` channels:
+
+    img_code_s16_{0..3}: 4 × [SN-conv 4×4/2 p1 + LReLU(0.2)]   3 -> ndf -> 2ndf -> 4ndf -> 8ndf
+    k down blocks       : SN-conv 4×4/2 p1 + LReLU             8ndf -> 16ndf (-> 32ndf)
+    k 3×3 blocks        : SN-conv 3×3/1 p1 + LReLU             back to 8ndf
+
+so the trunk depth depends on the stage index, not on a fixed image size; the
+code is ``image_size / 2^(4+k)`` pixels square: 4×4 at the reference sizes, 2×2
+for the 32/64 px tiny configs. Heads (logits, pre-sigmoid; the loss applies the
+sigmoid / BCE):
+
+    uncond_logits(code)       = conv_{s×s / s}(code)                          [B]
+    cond_logits(code, sent)   = conv_{s×s / s}(LReLU(SN-conv3×3([code, tile(sent)])))  [B]
+
+The logits convs have no SN and have a bias; their kernel = stride = the code's
+spatial size s (4×4/4 in the reference, which is then a single output pixel).
+The sentence is the raw DAMSM embedding (never the CA code), tiled to s×s,
+concatenated after the code.
+
+Parameter tree / converter map (reference ``D_NETxx`` keys; SN convs:
+``weight_bar`` -> ``kernel`` (OIHW -> HWIO), ``bias`` -> ``bias``, ``weight_u`` ->
+'batch_stats' ``.../u``, ``weight_v`` dropped):
+
+=========================================  ===============================================
+``img_code_s16.{0,2,4,6}.module``          ``encoder/img_code_s16_{0,1,2,3}``
+``img_code_s32.0.module``                  ``encoder/img_code_s32``
+``img_code_s32_1.0.module`` (D128)         ``encoder/img_code_s32_1``
+``img_code_s64.0.module`` (D256)           ``encoder/img_code_s64``
+``img_code_s64_{1,2}.0.module`` (D256)     ``encoder/img_code_s64_{1,2}``
+``UNCOND_DNET.outlogits.0``                ``uncond_dnet/outlogits`` (Conv, kernel + bias)
+``COND_DNET.jointConv.0.module``           ``cond_dnet/joint_conv``
+``COND_DNET.outlogits.0``                  ``cond_dnet/outlogits``
+=========================================  ===============================================
+
+Collections: 'params' (trainable) and 'batch_stats' (SN u vectors; no BN here).
+Every SN conv call does one power iteration. ``update_stats=None`` (default):
+the new u is stored iff 'batch_stats' is mutable in the ``apply`` — so
+``mutable=['batch_stats']`` gives the reference (``sn_update='every_call'``) and
+an immutable apply iterates from the stored u without storing
+(``'d_step_only'`` G-step calls); ``True`` insists on storing (Flax raises if
+the collection is immutable); ``False`` never stores. Successive calls inside
+one ``apply`` see each other's u updates, so computing a whole D loss in one
+``apply`` threads the SN state in call order.
+"""
+
+from typing import Optional
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from t2igan_jax.models.init_utils import torch_default_bias, torch_orthogonal
+from t2igan_jax.models.spectral_norm import SpectralConv
+
+LEAK = 0.2
+
+
+def _lrelu(x):
+  return nn.leaky_relu(x, LEAK)
+
+
+def _logits_conv(code, name):
+  """Conv with kernel = stride = code spatial size, bias, no SN -> [B] logits."""
+  b, h, w, c = code.shape
+  y = nn.Conv(1, (h, w), strides=(h, w), padding="VALID", use_bias=True,
+              kernel_init=torch_orthogonal(),
+              bias_init=torch_default_bias(c * h * w), name=name)(code)
+  return y.reshape(b)
+
+
+class ImageEncoder(nn.Module):
+  """D trunk of stage ``stage``: [B, S, S, 3] -> code [B, S/2^(4+stage), ., 8·ndf]."""
+  stage: int = 0
+  ndf: int = 32
+
+  @nn.compact
+  def __call__(self, x, *, update_stats: Optional[bool] = None):
+    for i in range(4):
+      x = _lrelu(SpectralConv(self.ndf * 2 ** i, 4, 2, 1,
+                              name=f"img_code_s16_{i}")(x, update_stats=update_stats))
+    ch = 8 * self.ndf
+    for j in range(self.stage):
+      ch *= 2
+      x = _lrelu(SpectralConv(ch, 4, 2, 1, name=f"img_code_s{32 * 2 ** j}")(
+          x, update_stats=update_stats))
+    last = 16 * 2 ** self.stage
+    for i in range(self.stage):
+      ch //= 2
+      x = _lrelu(SpectralConv(ch, 3, 1, 1, name=f"img_code_s{last}_{i + 1}")(
+          x, update_stats=update_stats))
+    return x
+
+
+class UncondHead(nn.Module):
+  """UNCOND_DNET: ``code [B,s,s,8ndf] -> logits [B]`` (conv s×s/s, bias, no SN)."""
+
+  @nn.compact
+  def __call__(self, code):
+    return _logits_conv(code, "outlogits")
+
+
+class CondHead(nn.Module):
+  """COND_DNET: ``(code [B,s,s,8ndf], sent [B,E]) -> logits [B]``.
+
+      x = LReLU_0.2(SN-conv3×3_{8ndf+E -> 8ndf}([code, tile(sent)]) + b);  logits = conv_{s×s/s}(x)
+  """
+  ndf: int = 32
+
+  @nn.compact
+  def __call__(self, code, sent, *, update_stats: Optional[bool] = None):
+    b, h, w, _ = code.shape
+    s = jnp.broadcast_to(sent[:, None, None, :], (b, h, w, sent.shape[-1]))
+    x = jnp.concatenate([code, s.astype(code.dtype)], axis=-1)
+    x = _lrelu(SpectralConv(8 * self.ndf, 3, 1, 1, name="joint_conv")(
+        x, update_stats=update_stats))
+    return _logits_conv(x, "outlogits")
+
+
+class Discriminator(nn.Module):
+  """D_NET{64,128,256} for ``stage`` 0/1/2 with both heads.
+
+  Methods (use with ``apply(..., method=...)``):
+    encode(x [B,S,S,3], *, update_stats=None) -> code [B,s,s,8ndf]
+    uncond_logits(code) -> [B]
+    cond_logits(code, sent [B,text_dim], *, update_stats=None) -> [B]
+    __call__(x, sent, *, update_stats=None) -> (code, uncond [B], cond [B])  (init)
+  """
+  stage: int = 0
+  ndf: int = 32
+
+  def setup(self):
+    self.encoder = ImageEncoder(self.stage, self.ndf)
+    self.uncond_dnet = UncondHead()
+    self.cond_dnet = CondHead(self.ndf)
+
+  def encode(self, x, *, update_stats: Optional[bool] = None):
+    return self.encoder(x, update_stats=update_stats)
+
+  def uncond_logits(self, code):
+    return self.uncond_dnet(code)
+
+  def cond_logits(self, code, sent, *, update_stats: Optional[bool] = None):
+    return self.cond_dnet(code, sent, update_stats=update_stats)
+
+  def __call__(self, x, sent, *, update_stats: Optional[bool] = None):
+    code = self.encode(x, update_stats=update_stats)
+    return (code, self.uncond_logits(code),
+            self.cond_logits(code, sent, update_stats=update_stats))
+
+
+def discriminators_from_config(config) -> list:
+  """``[Discriminator(stage=k, ndf=config.model.ndf) for k < config.data.branch_num]``.
+
+  The text width of the conditional head is taken from the sentence at init
+  (``config.text_encoder.embedding_dim``).
+  """
+  return [Discriminator(stage=k, ndf=config.model.ndf)
+          for k in range(config.data.branch_num)]
