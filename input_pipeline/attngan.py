@@ -326,11 +326,11 @@ class AttnGANSource:
     if int(captions_per_image) < 1:
       raise ValueError("config.data.captions_per_image must be >= 1, got "
                        f"{captions_per_image}")
-    if not os.path.isdir(data_dir):
-      raise FileNotFoundError(
-          f"data_dir {data_dir!r}: no such directory (expected the AttnGAN "
-          f"{dataset} layout)")
     self.data_dir = os.fspath(data_dir)
+    if not os.path.isdir(self.data_dir):
+      raise FileNotFoundError(
+          f"data_dir {self.data_dir!r}: no such directory (expected the "
+          f"AttnGAN {dataset} layout)")
     self.split = split
     self.dataset = dataset
     self.captions_per_image = cpi = int(captions_per_image)

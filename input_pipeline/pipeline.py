@@ -36,6 +36,7 @@ from absl import flags
 import grain
 import numpy as np
 
+from input_pipeline import attngan
 from input_pipeline import shapes
 from input_pipeline import text as text_lib
 from input_pipeline import transforms
@@ -60,6 +61,8 @@ def get_source(config, split: str, image_size: int):
   ``image_size`` is the largest image size the caller will request; shapes
   images are rendered directly at the size the transform needs
   (``int(image_size * 76 / 64)`` with random crop/flip, else ``image_size``).
+  Birds/COCO (``attngan.AttnGANSource``) return full-resolution photos (birds
+  cropped to the bounding box); the transform resizes them.
   """
   d = config.data
   if split not in ("train", "test"):
@@ -76,9 +79,9 @@ def get_source(config, split: str, image_size: int):
       raise FileNotFoundError(
           f"config.data.data_dir={d.data_dir!r}: no such directory (expected "
           f"the AttnGAN {d.name} layout: captions.pickle, train/, test/, ...)")
-    raise NotImplementedError(
-        f"config.data.name={d.name!r}: the real-dataset readers (CUB birds, "
-        "COCO) arrive with issue 5; use config.data.name='shapes' until then")
+    return attngan.AttnGANSource(
+        d.data_dir, split, dataset=d.name,
+        captions_per_image=d.captions_per_image)
   raise ValueError(
       f"config.data.name must be one of {DATASETS}, got {d.name!r}")
 

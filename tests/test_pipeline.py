@@ -101,7 +101,8 @@ def test_get_source_and_stage_sizes():
   test = pipeline.get_source(config, "test", 64)
   assert test[0]["image"].shape == (64, 64, 3) and test.vocab == src.vocab
   config.data.name = "birds"
-  with pytest.raises(NotImplementedError, match="issue 5"):
+  config.data.data_dir = "/no/such/birds_dir"
+  with pytest.raises(FileNotFoundError, match="no/such/birds_dir"):
     pipeline.get_source(config, "train", 64)
   config.data.name = "flowers"
   with pytest.raises(ValueError, match="config.data.name"):
