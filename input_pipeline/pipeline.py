@@ -365,3 +365,20 @@ def create_iterator(source, *, global_batch_size: int,
             "shuffle": bool(shuffle), "drop_remainder": bool(drop_remainder)}
   return BatchIterator(builder, num_batches=num_batches,
                        num_workers=int(num_workers), stream=stream)
+
+
+def create_train_iterator(config, source, *, global_batch_size: int,
+                          image_sizes, words_num: int) -> "BatchIterator":
+  """The endless, shuffled training stream of a job, as its config sets it.
+
+  Host-local: each process reads its shard of every global batch.
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  return create_iterator(
+      source, global_batch_size=global_batch_size, image_sizes=image_sizes,
+      words_num=words_num, seed=config.seed,
+      truncation=config.data.caption_truncation,
+      random_crop_flip=config.data.random_crop_flip, shuffle=True,
+      drop_remainder=True, num_epochs=None,
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      num_workers=config.data.num_workers)

@@ -80,6 +80,26 @@ class Checkpointer:
           f"cannot read checkpoint metadata of step {step} in "
           f"{self.directory}: {type(e).__name__}") from e
 
+  def restore_compatible(self, state: Any, meta: dict[str, Any],
+                         keys: tuple[str, ...]):
+    """Restores the latest step into the layout of ``state``.
+
+    Returns ``(state, data_state)``, or None when there is no checkpoint.
+    Raises CheckpointError when the saved ``meta`` differs from ``meta`` in
+    any of ``keys`` (another model, vocabulary or image sizes).
+    """
+    latest = self.latest_step()
+    if latest is None:
+      return None
+    saved = self.restore_meta(latest) or {}
+    for key in keys:
+      if saved.get(key) != meta[key]:
+        raise CheckpointError(
+            f"checkpoint step {latest} in {self.directory} was written by an "
+            f"incompatible run ({key} differs); use a new --workdir")
+    restored, data_state, _ = self.restore(abstract_like(state), latest)
+    return restored, data_state
+
   def should_save(self, step: int) -> bool:
     return step % self.interval == 0
 

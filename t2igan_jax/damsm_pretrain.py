@@ -45,7 +45,7 @@ from input_pipeline.text import Vocabulary
 from t2igan_jax import checkpointing
 from t2igan_jax import metric_writer
 from t2igan_jax import sharding
-from t2igan_jax.errors import CheckpointError, ConfigError
+from t2igan_jax.errors import ConfigError
 from t2igan_jax.losses import damsm as damsm_losses
 from t2igan_jax.models import image_encoder as image_encoder_lib
 from t2igan_jax.models import text_encoder as text_encoder_lib
@@ -315,14 +315,9 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                                       image_model), out_shardings=repl)
   state = init_fn(jax.random.key(config.seed))
 
-  train_iter = input_pipeline.create_iterator(
-      train_source, global_batch_size=dm.batch_size, image_sizes=image_sizes,
-      words_num=dm.words_num, seed=config.seed,
-      truncation=config.data.caption_truncation,
-      random_crop_flip=config.data.random_crop_flip, shuffle=True,
-      drop_remainder=True, num_epochs=None,
-      process_index=jax.process_index(), process_count=jax.process_count(),
-      num_workers=config.data.num_workers)
+  train_iter = input_pipeline.create_train_iterator(
+      config, train_source, global_batch_size=dm.batch_size,
+      image_sizes=image_sizes, words_num=dm.words_num)
 
   ckpt = checkpointing.Checkpointer(
       os.path.join(workdir, CHECKPOINT_DIR),
@@ -331,15 +326,10 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       keep_period=dm.snapshot_interval * steps_per_epoch)
   meta = {"job": "pretrain_damsm", **_vocab_meta(vocab),
           "encoders": encoder_config(config)}
-  latest = ckpt.latest_step()
-  if latest is not None:
-    saved_meta = ckpt.restore_meta(latest)
-    for key in ("vocab_fingerprint", "encoders"):
-      if saved_meta.get(key) != meta[key]:
-        raise CheckpointError(
-            f"checkpoint step {latest} in {ckpt.directory} was written by an "
-            f"incompatible run ({key} differs); use a new --workdir")
-    state, data_state, _ = ckpt.restore(checkpointing.abstract_like(state))
+  restored = ckpt.restore_compatible(state, meta,
+                                     ("vocab_fingerprint", "encoders"))
+  if restored is not None:
+    state, data_state = restored
     train_iter.set_state(data_state)
     logging.info("resumed from checkpoint step %d", int(state.step))
   elif config.image_encoder.trunk_weights:
@@ -400,6 +390,8 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                  result["retrieval_top1"], result["num_test_images"])
     return result
 
+  # Snapshots every dm.snapshot_interval epochs, kept by keep_period.
+  snapshot_every = dm.snapshot_interval * steps_per_epoch
   step = int(state.step)
   progress = metric_writer.Progress(total_steps, start_step=step)
   pending: list[tuple[int, Any]] = []
@@ -412,9 +404,7 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       step += 1
       pending.append((step, metrics))
       if step % config.log_every_steps == 0 or step == total_steps:
-        fetched = jax.device_get(pending)
-        pending = []
-        metric_writer.check_finite(fetched)
+        fetched, pending = metric_writer.fetch_checked(pending), []
         timing = progress.update(step)
         last = dict(fetched[-1][1])
         scalars = {f"train/{k}": float(np.mean([m[k] for _, m in fetched]))
@@ -427,13 +417,13 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                      scalars["train/s_loss1"], scalars["train/lr"])
       if step % eval_every == 0 or step == total_steps:
         last_eval = evaluate(step)
-      if ckpt.should_save(step) or step == total_steps:
-        if pending:  # never checkpoint a state we have not checked
-          fetched = jax.device_get(pending)
-          pending = []
-          metric_writer.check_finite(fetched)
+      if (ckpt.should_save(step) or step == total_steps
+          or step % snapshot_every == 0):
+        # Never checkpoint a state whose losses were not checked.
+        metric_writer.fetch_checked(pending)
+        pending = []
         ckpt.save(step, state, train_iter.get_state(), meta,
-                  force=step == total_steps)
+                  force=step == total_steps or step % snapshot_every == 0)
   finally:
     ckpt.close()
     writer.close()

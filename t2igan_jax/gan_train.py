@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from PIL import Image
 from jax.experimental import multihost_utils
 
 from input_pipeline import pipeline as input_pipeline
@@ -38,7 +39,6 @@ from t2igan_jax import checkpointing
 from t2igan_jax import damsm_pretrain
 from t2igan_jax import metric_writer
 from t2igan_jax import sharding
-from t2igan_jax.errors import CheckpointError
 from t2igan_jax.losses import damsm as damsm_losses
 from t2igan_jax.losses import gan as gan_losses
 from t2igan_jax.models import conditioning
@@ -325,14 +325,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
 
   state = jax.jit(functools.partial(create_state, models),
                   out_shardings=repl)(jax.random.key(config.seed))
-  train_iter = input_pipeline.create_iterator(
-      train_source, global_batch_size=g.batch_size, image_sizes=sizes,
-      words_num=config.data.words_num, seed=config.seed,
-      truncation=config.data.caption_truncation,
-      random_crop_flip=config.data.random_crop_flip, shuffle=True,
-      drop_remainder=True, num_epochs=None,
-      process_index=jax.process_index(), process_count=jax.process_count(),
-      num_workers=config.data.num_workers)
+  train_iter = input_pipeline.create_train_iterator(
+      config, train_source, global_batch_size=g.batch_size,
+      image_sizes=sizes, words_num=config.data.words_num)
 
   ckpt = checkpointing.Checkpointer(
       os.path.join(workdir, CHECKPOINT_DIR),
@@ -342,15 +337,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   meta = {"job": "train_gan", "vocab_fingerprint": vocab.fingerprint(),
           "model": config.model.to_dict(), "damsm_dir": os.path.abspath(damsm_dir),
           "stage_sizes": list(sizes)}
-  latest = ckpt.latest_step()
-  if latest is not None:
-    saved = ckpt.restore_meta(latest)
-    for key in ("vocab_fingerprint", "model", "stage_sizes"):
-      if saved.get(key) != meta[key]:
-        raise CheckpointError(
-            f"checkpoint step {latest} in {ckpt.directory} was written by an "
-            f"incompatible run ({key} differs); use a new --workdir")
-    state, data_state, _ = ckpt.restore(checkpointing.abstract_like(state))
+  restored = ckpt.restore_compatible(
+      state, meta, ("vocab_fingerprint", "model", "stage_sizes"))
+  if restored is not None:
+    state, data_state = restored
     train_iter.set_state(data_state)
     logging.info("resumed from checkpoint step %d", int(state.step))
 
@@ -359,8 +349,14 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   sample_fn = jax.jit(functools.partial(sample_step, models=models))
 
   # A fixed batch of test captions and noise for the image grids.
+  vis_source = test_source
+  if len(test_source) < g.batch_size:
+    logging.warning("test split (%d images) is smaller than a batch (%d): "
+                    "sample grids use training captions", len(test_source),
+                    g.batch_size)
+    vis_source = train_source
   vis_iter = input_pipeline.create_iterator(
-      test_source, global_batch_size=g.batch_size, image_sizes=sizes,
+      vis_source, global_batch_size=g.batch_size, image_sizes=sizes,
       words_num=config.data.words_num, seed=config.seed + 7,
       truncation=config.data.caption_truncation, random_crop_flip=False,
       shuffle=True, drop_remainder=True, num_epochs=1,
@@ -400,8 +396,17 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       grids["attention/caption0"] = metric_writer.image_grid(
           np.repeat(maps[..., None], 3, -1) * 2 - 1, ncols=n)
     writer.write_images(step, grids)
+    if jax.process_index() == 0:
+      sample_dir = os.path.join(workdir, "samples")
+      os.makedirs(sample_dir, exist_ok=True)
+      for name, grid in grids.items():
+        if name.startswith("samples/"):
+          fname = f"step{step:07d}_{name.split('/', 1)[1]}.png"
+          Image.fromarray(grid).save(os.path.join(sample_dir, fname))
     return grids
 
+  # Snapshots every g.snapshot_interval epochs, kept by keep_period.
+  snapshot_every = g.snapshot_interval * steps_per_epoch
   step = int(state.step)
   progress = metric_writer.Progress(total_steps, start_step=step)
   pending: list[tuple[int, Any]] = []
@@ -415,9 +420,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       step += 1
       pending.append((step, metrics))
       if step % config.log_every_steps == 0 or step == total_steps:
-        fetched = jax.device_get(pending)
-        pending = []
-        metric_writer.check_finite(fetched)
+        fetched, pending = metric_writer.fetch_checked(pending), []
         timing = progress.update(step)
         keys = fetched[-1][1].keys()
         last_scalars = {f"train/{k}": float(np.mean([m[k] for _, m in fetched]))
@@ -433,13 +436,13 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                      last_scalars["train/kl_loss"])
       if step % config.image_every_steps == 0 or step == total_steps:
         log_images(step)
-      if ckpt.should_save(step) or step == total_steps:
-        if pending:
-          fetched = jax.device_get(pending)
-          pending = []
-          metric_writer.check_finite(fetched)
+      if (ckpt.should_save(step) or step == total_steps
+          or step % snapshot_every == 0):
+        # Never checkpoint a state whose losses were not checked.
+        metric_writer.fetch_checked(pending)
+        pending = []
         ckpt.save(step, state, train_iter.get_state(), meta,
-                  force=step == total_steps)
+                  force=step == total_steps or step % snapshot_every == 0)
   finally:
     ckpt.close()
     writer.close()

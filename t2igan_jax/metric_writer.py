@@ -84,6 +84,13 @@ def format_eta(seconds: float) -> str:
   return f"{h:d}:{m:02d}:{s:02d}"
 
 
+def fetch_checked(pending: list[tuple[int, Any]]):
+  """Fetches per-step device metrics to the host and checks them finite."""
+  fetched = jax.device_get(pending)
+  check_finite(fetched)
+  return fetched
+
+
 def check_finite(step_metrics: list[tuple[int, Mapping[str, Any]]]) -> None:
   """Raises FloatingPointError naming the first step with a non-finite value."""
   for step, metrics in step_metrics:

@@ -17,8 +17,18 @@ from t2igan_jax import config_validation
 from t2igan_jax import sharding
 
 
+class _QuietLibraries(logging.Filter):
+  """Drops INFO chatter of orbax (a line per save thread); keeps warnings."""
+
+  def filter(self, record):
+    return record.levelno > logging.INFO or "/orbax/" not in record.pathname
+
+
 def _setup(config: ml_collections.ConfigDict, workdir: str) -> None:
   config_validation.validate(config)
+  for handler in logging.getLogger().handlers + logging.getLogger("absl").handlers:
+    if not any(isinstance(f, _QuietLibraries) for f in handler.filters):
+      handler.addFilter(_QuietLibraries())
   if config.distributed:
     jax.distributed.initialize()
   logging.info("t2igan-jax job %s, workdir %s", config.job, workdir)
