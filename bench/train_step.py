@@ -70,6 +70,14 @@ def _host_rss_bytes() -> int | None:
   return None
 
 
+def _loadavg() -> float | None:
+  """1-minute load average (other work on a shared host skews timings)."""
+  try:
+    return os.getloadavg()[0]
+  except OSError:
+    return None
+
+
 def _device_memory(devices) -> dict[str, Any] | None:
   """Largest peak / in-use bytes over the devices; None without stats (CPU)."""
   peaks, in_use, limits = [], [], []
@@ -245,6 +253,7 @@ def run_config(name: str, *, steps: int = 0, warmup: int = -1,
   repl = sharding.replicated(mesh)
   sizes = pipeline.stage_sizes(config)
 
+  load_start = _loadavg()
   timings: dict[str, float] = {}
   t0 = time.perf_counter()
   n_words, num_classes = _vocab_and_classes(name, config)
@@ -327,6 +336,7 @@ def run_config(name: str, *, steps: int = 0, warmup: int = -1,
       "host_rss_bytes_end": _host_rss_bytes(),
       "device_memory": _device_memory(mesh.devices.flat),
       "xla_memory_analysis": static_mem,
+      "host_loadavg_1m": {"start": load_start, "end": _loadavg()},
       "final_metrics": loss,
       "finite": bool(all(np.isfinite(v) for v in loss.values())),
   }
@@ -395,7 +405,9 @@ def print_table(report: dict[str, Any]) -> None:
       continue
     steps = ", ".join(f"{t:.3f}" for t in r["step_s"])
     print(f"  {r['config']}: steps [{steps}] s (mean {r['s_per_iter_mean']:.3f}, "
-          f"min {r['s_per_iter_min']:.3f}); lower {r['timings']['lower_s']:.1f} s,"
+          f"min {r['s_per_iter_min']:.3f}); load avg "
+          f"{_fmt(r['host_loadavg_1m']['start'], spec='.1f')}->"
+          f"{_fmt(r['host_loadavg_1m']['end'], spec='.1f')}; lower {r['timings']['lower_s']:.1f} s,"
           f" init {r['timings']['init_s']:.1f} s; finite losses: {r['finite']}")
     ref = r.get("reference")
     if ref and r.get("flops_per_iter"):
