@@ -19,19 +19,46 @@ import jax
 import jax.numpy as jnp
 
 
+@jax.custom_vjp
+def _torch_bce_elementwise(p, target):
+  """PyTorch ``BCELoss`` on probabilities, element-wise (no reduction).
+
+  Forward: -(t·max(log p, -100) + (1-t)·max(log(1-p), -100)).
+  Backward, as PyTorch's: (p - t) / max(p·(1-p), 1e-12). The naive autodiff
+  of the clamped logs gives 0·inf = NaN once the sigmoid saturates in float32;
+  PyTorch's analytic gradient stays finite (and the sigmoid's p·(1-p) then
+  makes the logit gradient 0), so this reproduces the reference exactly.
+  """
+  log_p = jnp.maximum(jnp.log(p), -100.0)
+  log_1mp = jnp.maximum(jnp.log(1.0 - p), -100.0)
+  return -(target * log_p + (1.0 - target) * log_1mp)
+
+
+def _torch_bce_fwd(p, target):
+  return _torch_bce_elementwise(p, target), (p, target)
+
+
+def _torch_bce_bwd(res, g):
+  p, target = res
+  grad_p = g * (p - target) / jnp.maximum(p * (1.0 - p), 1e-12)
+  return grad_p, jnp.zeros_like(target)
+
+
+_torch_bce_elementwise.defvjp(_torch_bce_fwd, _torch_bce_bwd)
+
+
 def bce(logits, target: float, mode: str = "torch_clamped"):
   """Mean binary cross-entropy of ``logits`` against a constant target."""
   logits = logits.astype(jnp.float32)
   if mode == "torch_clamped":
     p = jax.nn.sigmoid(logits)
-    log_p = jnp.maximum(jnp.log(p), -100.0)
-    log_1mp = jnp.maximum(jnp.log(1.0 - p), -100.0)
-  elif mode == "logits":
+    t = jnp.full_like(p, target)
+    return jnp.mean(_torch_bce_elementwise(p, t))
+  if mode == "logits":
     log_p = jax.nn.log_sigmoid(logits)
     log_1mp = jax.nn.log_sigmoid(-logits)
-  else:
-    raise ValueError(f"config.gan.bce={mode!r} is not 'torch_clamped'|'logits'")
-  return -jnp.mean(target * log_p + (1.0 - target) * log_1mp)
+    return -jnp.mean(target * log_p + (1.0 - target) * log_1mp)
+  raise ValueError(f"config.gan.bce={mode!r} is not 'torch_clamped'|'logits'")
 
 
 def wrong_pairs(sent, class_ids, mode: str = "shift"):
