@@ -41,7 +41,6 @@ def get_config() -> ml_collections.ConfigDict:
   d.branch_num = 3             # TREE.BRANCH_NUM: stage sizes 64, 128, 256
   d.random_crop_flip = True    # Resize(76/64) -> RandomCrop -> flip, SPEC §7.5
   d.num_workers = 0            # loader worker processes (0: in-process)
-  d.prefetch = 2               # batches prefetched to the devices
   # The embedded 'shapes' dataset (procedural, no download).
   d.shapes_num_train = 4000
   d.shapes_num_test = 1000
@@ -118,7 +117,9 @@ def get_config() -> ml_collections.ConfigDict:
   g.kl_reduction = "mean"      # reference | 'sum'
   g.bce = "torch_clamped"      # reference | 'logits'
   g.wrong_pair = "shift"       # reference | 'other_class'
-  g.snapshot_bn_stats = "live"  # reference | 'recompute'
+  # 'live' (reference): sampling uses the BN running stats accumulated by the
+  # raw weights. ('recompute' arrives with the sampling/evaluation job.)
+  g.snapshot_bn_stats = "live"
   g.snapshot_interval = 25     # epochs (CUB 25, COCO 5)
 
   # ------------------------------------------------ logging / checkpoints

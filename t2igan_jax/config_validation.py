@@ -22,7 +22,7 @@ CHOICES = {
     "gan.kl_reduction": ("mean", "sum"),
     "gan.bce": ("torch_clamped", "logits"),
     "gan.wrong_pair": ("shift", "other_class"),
-    "gan.snapshot_bn_stats": ("live", "recompute"),
+    "gan.snapshot_bn_stats": ("live",),  # 'recompute' not implemented yet
 }
 
 POSITIVE_INTS = (

@@ -261,15 +261,19 @@ def train_step(state: GanState, batch, enc: Encoders, *, models: GanModels):
   return new_state, metrics
 
 
-def sample_step(state: GanState, batch, enc: Encoders, z, rng, *,
+def sample_step(g_params, g_stats, batch, enc: Encoders, z, rng, *,
                 models: GanModels):
-  """EMA generator in eval mode (BN running statistics) on a batch."""
+  """Generator ``g_params`` in eval mode (BN running statistics) on a batch.
+
+  Pass ``state.g_ema`` for the reference's sampling weights, ``state.g_params``
+  for the raw ones (the EMA lags by ~1/(1-decay) = 1000 steps early on).
+  """
   c = models.config
   words, sent = models.encode_text(enc, batch["captions"], batch["caption_lens"])
   mask = word_mask(batch["captions"], batch["caption_lens"],
                    c.model.word_axis_length)
-  out, _ = models.generate(state.g_ema, state.g_stats, z, sent, words, mask,
-                           rng, train=False)
+  out, _ = models.generate(g_params, g_stats, z, sent, words, mask, rng,
+                           train=False)
   return out["images"], out["attention"]
 
 
@@ -378,11 +382,17 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       f.write("\n".join(captions_txt) + "\n")
 
   def log_images(step):
-    images, attention = sample_fn(state, vis_batch, enc, vis_z, vis_rng)
+    images, attention = sample_fn(state.g_ema, state.g_stats, vis_batch, enc,
+                                  vis_z, vis_rng)
     images = multihost_utils.process_allgather(images, tiled=True)
     grids = {f"samples/stage{i}_{np.shape(im)[1]}px":
              metric_writer.image_grid(np.asarray(im)) for i, im in
              enumerate(images)}
+    raw, _ = sample_fn(state.g_params, state.g_stats, vis_batch, enc, vis_z,
+                       vis_rng)
+    raw = multihost_utils.process_allgather(raw[-1], tiled=True)
+    grids["samples_raw_generator/last_stage"] = metric_writer.image_grid(
+        np.asarray(raw))
     real = {f"real/stage{i}": metric_writer.image_grid(np.asarray(im))
             for i, im in enumerate(vis_local["images"])}
     grids.update(real)
@@ -400,8 +410,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       sample_dir = os.path.join(workdir, "samples")
       os.makedirs(sample_dir, exist_ok=True)
       for name, grid in grids.items():
-        if name.startswith("samples/"):
-          fname = f"step{step:07d}_{name.split('/', 1)[1]}.png"
+        if name.startswith("samples"):
+          fname = f"step{step:07d}_{name.replace('/', '_')}.png"
           Image.fromarray(grid).save(os.path.join(sample_dir, fname))
     return grids
 
