@@ -207,8 +207,8 @@ def train_step(state: DamsmState, batch, *, config, text_model, image_model,
   metrics = dict(terms)
   metrics["loss"] = loss
   metrics["lr"] = lr
-  metrics["text_grad_norm"] = optax.global_norm(grads["text_encoder"])
-  metrics["image_grad_norm"] = optax.global_norm(grads["image_encoder"])
+  metrics["text_grad_norm"] = optax.tree.norm(grads["text_encoder"])
+  metrics["image_grad_norm"] = optax.tree.norm(grads["image_encoder"])
   new_state = state.replace(
       step=state.step + 1, params=params, batch_stats=new_stats,
       opt_state={"text": text_opt, "image": image_opt})

@@ -253,7 +253,7 @@ def train_step(state: GanState, batch, enc: Encoders, *, models: GanModels):
                        g_params)
   metrics.update(g_terms)
   metrics["g_loss"] = g_loss
-  metrics["g_grad_norm"] = optax.global_norm(g_grads)
+  metrics["g_grad_norm"] = optax.tree.norm(g_grads)
   new_state = state.replace(
       step=state.step + 1, g_params=g_params, g_ema=g_ema, g_stats=g_stats,
       d_params=new_d_params, d_stats=d_stats_after, g_opt=g_opt,
