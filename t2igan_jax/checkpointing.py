@@ -20,6 +20,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from t2igan_jax import metric_writer
 from t2igan_jax.errors import CheckpointError
 
 ITEMS = ("state", "data", "meta")
@@ -117,6 +118,20 @@ class Checkpointer:
             data=ocp.args.JsonSave(data_state),
             meta=ocp.args.JsonSave(meta)),
         force=True)
+
+  def save_checked(self, step: int, state: Any, data_iterator, meta,
+                   pending_metrics, *, force: bool = False) -> bool:
+    """Saves at the interval (or when forced) after checking the losses.
+
+    ``pending_metrics`` are the not yet fetched per-step metrics: a state is
+    never checkpointed before its losses were found finite. Returns whether
+    the metrics were consumed (the caller then clears them).
+    """
+    if not (force or self.should_save(step)):
+      return False
+    metric_writer.fetch_checked(pending_metrics)
+    self.save(step, state, data_iterator.get_state(), meta, force=force)
+    return True
 
   def wait(self) -> None:
     self._manager.wait_until_finished()

@@ -417,13 +417,10 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                      scalars["train/s_loss1"], scalars["train/lr"])
       if step % eval_every == 0 or step == total_steps:
         last_eval = evaluate(step)
-      if (ckpt.should_save(step) or step == total_steps
-          or step % snapshot_every == 0):
-        # Never checkpoint a state whose losses were not checked.
-        metric_writer.fetch_checked(pending)
+      if ckpt.save_checked(step, state, train_iter, meta, pending,
+                           force=(step == total_steps
+                                  or step % snapshot_every == 0)):
         pending = []
-        ckpt.save(step, state, train_iter.get_state(), meta,
-                  force=step == total_steps or step % snapshot_every == 0)
   finally:
     ckpt.close()
     writer.close()

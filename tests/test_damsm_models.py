@@ -6,6 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from np_reference import np_conv
+
 from configs import base as base_config
 from t2igan_jax.models import inception as inc
 from t2igan_jax.models.image_encoder import (ImageEncoder, export_inception_trunk,
@@ -232,18 +234,6 @@ def test_inception_trunk_shapes_and_parameter_count():
 
 
 # ---------------------------------------------------------- NumPy block references
-def np_conv(x, w, stride=1, pad=(0, 0)):
-  """x [N,H,W,Ci], w HWIO, zero padding (ph, pw), no bias."""
-  x = np.pad(x, ((0, 0), (pad[0], pad[0]), (pad[1], pad[1]), (0, 0)))
-  kh, kw = w.shape[:2]
-  oh = (x.shape[1] - kh) // stride + 1
-  ow = (x.shape[2] - kw) // stride + 1
-  out = np.zeros((x.shape[0], oh, ow, w.shape[3]))
-  for i in range(kh):
-    for j in range(kw):
-      patch = x[:, i:i + stride * (oh - 1) + 1:stride, j:j + stride * (ow - 1) + 1:stride]
-      out += np.einsum("nhwc,co->nhwo", patch, w[i, j])
-  return out
 
 
 def np_pool3(x, kind, count_include_pad=True):

@@ -11,6 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from np_reference import np_conv
+
 from configs import base as base_config
 from t2igan_jax.models.discriminator import Discriminator, discriminators_from_config
 from t2igan_jax.models.init_utils import kernel_as_torch_matrix
@@ -20,17 +22,6 @@ SN_TOL = dict(rtol=1e-5, atol=1e-6)
 OUT_TOL = dict(rtol=1e-4, atol=1e-5)
 
 
-def np_conv(x, k, stride=1, pad=0):
-  x = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-  kh, kw, _, co = k.shape
-  b, h, w, _ = x.shape
-  ho, wo = (h - kh) // stride + 1, (w - kw) // stride + 1
-  out = np.zeros((b, ho, wo, co))
-  for dy in range(kh):
-    for dx in range(kw):
-      patch = x[:, dy:dy + stride * (ho - 1) + 1:stride, dx:dx + stride * (wo - 1) + 1:stride]
-      out += np.einsum("bhwc,co->bhwo", patch, k[dy, dx])
-  return out
 
 
 def np_power_iteration(kernel, u, eps=1e-12):

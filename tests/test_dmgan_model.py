@@ -11,6 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from np_reference import np_conv
+
 from configs import base as base_config
 from t2igan_jax.models import layers
 from t2igan_jax.models.conditioning import ConditioningAugmentation, kl_loss
@@ -38,18 +40,6 @@ def np_glu(x):
   return x[..., :c] * np_sigmoid(x[..., c:])
 
 
-def np_conv(x, k, stride=1, pad=0):
-  """NHWC x HWIO cross-correlation with symmetric zero padding (torch Conv2d)."""
-  x = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-  kh, kw, _, co = k.shape
-  b, h, w, _ = x.shape
-  ho, wo = (h - kh) // stride + 1, (w - kw) // stride + 1
-  out = np.zeros((b, ho, wo, co))
-  for dy in range(kh):
-    for dx in range(kw):
-      patch = x[:, dy:dy + stride * (ho - 1) + 1:stride, dx:dx + stride * (wo - 1) + 1:stride]
-      out += np.einsum("bhwc,co->bhwo", patch, k[dy, dx])
-  return out
 
 
 def np_bn_train(x, p, eps=1e-5):
