@@ -19,7 +19,6 @@ joint(wrong) in the D step, then trunk(fake), joint(fake) in the G step.
 """
 
 import functools
-import json
 import logging
 import os
 import time
@@ -39,12 +38,10 @@ from t2igan_jax import checkpointing
 from t2igan_jax import damsm_pretrain
 from t2igan_jax import metric_writer
 from t2igan_jax import sharding
-from t2igan_jax.losses import damsm as damsm_losses
 from t2igan_jax.losses import gan as gan_losses
 from t2igan_jax.models import conditioning
 from t2igan_jax.models import discriminator as discriminator_lib
 from t2igan_jax.models import generator as generator_lib
-from t2igan_jax.models import inception
 
 CHECKPOINT_DIR = "checkpoints"
 
@@ -79,14 +76,13 @@ def sort_by_length(batch):
   return jax.tree.map(lambda x: jnp.take(x, order, axis=0), batch)
 
 
-def word_mask(captions, lengths, word_axis_length: str):
-  """True at padded word slots; 'batch_max' also hides columns ≥ max length.
+def word_mask(captions):
+  """True at padded word slots (captions are zero-padded past their length).
 
-  Captions are zero-padded, so ``captions == 0`` is already True for every
-  column past a caption's length; the 'batch_max' columns are therefore masked
-  for every row either way (they matter for the unmasked FF-GAN variant).
+  The generator applies ``model.word_axis_length`` itself ('batch_max' also
+  hides the columns past the batch's longest caption; for DM-GAN those are
+  padding in every row anyway).
   """
-  del lengths, word_axis_length
   return captions == 0
 
 
@@ -173,7 +169,7 @@ def train_step(state: GanState, batch, enc: Encoders, *, models: GanModels):
   captions, lengths = batch["captions"], batch["caption_lens"]
   words, sent = models.encode_text(enc, captions, lengths)
   words, sent = jax.lax.stop_gradient(words), jax.lax.stop_gradient(sent)
-  mask = word_mask(captions, lengths, c.model.word_axis_length)
+  mask = word_mask(captions)
   b = captions.shape[0]
   z = jax.random.normal(z_rng, (b, c.model.z_dim))
 
@@ -268,10 +264,8 @@ def sample_step(g_params, g_stats, batch, enc: Encoders, z, rng, *,
   Pass ``state.g_ema`` for the reference's sampling weights, ``state.g_params``
   for the raw ones (the EMA lags by ~1/(1-decay) = 1000 steps early on).
   """
-  c = models.config
   words, sent = models.encode_text(enc, batch["captions"], batch["caption_lens"])
-  mask = word_mask(batch["captions"], batch["caption_lens"],
-                   c.model.word_axis_length)
+  mask = word_mask(batch["captions"])
   out, _ = models.generate(g_params, g_stats, z, sent, words, mask, rng,
                            train=False)
   return out["images"], out["attention"]
