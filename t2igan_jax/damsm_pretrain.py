@@ -404,13 +404,8 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       step += 1
       pending.append((step, metrics))
       if step % config.log_every_steps == 0 or step == total_steps:
-        fetched, pending = metric_writer.fetch_checked(pending), []
-        timing = progress.update(step)
-        last = dict(fetched[-1][1])
-        scalars = {f"train/{k}": float(np.mean([m[k] for _, m in fetched]))
-                   for k in last}
-        scalars.update({f"train/{k}": v for k, v in timing.items()})
-        writer.write_scalars(step, scalars)
+        scalars = metric_writer.write_interval(writer, progress, pending, step)
+        pending = []
         logging.info("step %d: loss %.4f (w %.4f/%.4f, s %.4f/%.4f) lr %.2e",
                      step, scalars["train/loss"], scalars["train/w_loss0"],
                      scalars["train/w_loss1"], scalars["train/s_loss0"],

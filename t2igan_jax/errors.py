@@ -5,14 +5,12 @@ class ConfigError(ValueError):
   """A config field has a bad value; the message names the field."""
 
 
-class DataError(ValueError):
-  """A data file or directory is missing or malformed; the message names it."""
-
-
 class CheckpointError(RuntimeError):
   """A checkpoint exists but cannot be used; the message names it."""
 
 
 # Caught by main.py and reported as a single line (no traceback).
-USER_ERRORS = (ConfigError, DataError, CheckpointError, FileNotFoundError,
-               FloatingPointError, NotImplementedError, ValueError)
+# (ConfigError is a ValueError; data readers raise ValueError/FileNotFoundError
+# naming the file.)
+USER_ERRORS = (ValueError, CheckpointError, FileNotFoundError,
+               FloatingPointError, NotImplementedError)

@@ -275,7 +275,7 @@ def _resolve_damsm_dir(config, workdir) -> str:
   """The DAMSM workdir; pretrains one into workdir/damsm when asked."""
   if config.gan.damsm_dir:
     return config.gan.damsm_dir
-  if not config.gan.get("pretrain_damsm_if_missing", False):
+  if not config.gan.pretrain_damsm_if_missing:
     raise FileNotFoundError(
         "config.gan.damsm_dir is empty: name the workdir of a pretrain_damsm "
         "run (python main.py --config=configs/damsm_<dataset>.py ...)")
@@ -424,13 +424,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       step += 1
       pending.append((step, metrics))
       if step % config.log_every_steps == 0 or step == total_steps:
-        fetched, pending = metric_writer.fetch_checked(pending), []
-        timing = progress.update(step)
-        keys = fetched[-1][1].keys()
-        last_scalars = {f"train/{k}": float(np.mean([m[k] for _, m in fetched]))
-                        for k in keys}
-        last_scalars.update({f"train/{k}": v for k, v in timing.items()})
-        writer.write_scalars(step, last_scalars)
+        last_scalars = metric_writer.write_interval(writer, progress, pending,
+                                                    step)
+        pending = []
         logging.info("step %d: g_loss %.3f  d_loss %s  w %.3f s %.3f kl %.3f",
                      step, last_scalars["train/g_loss"],
                      " ".join(f"{last_scalars[f'train/d_loss{i}']:.3f}"

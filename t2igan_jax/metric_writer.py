@@ -91,6 +91,22 @@ def fetch_checked(pending: list[tuple[int, Any]]):
   return fetched
 
 
+def write_interval(writer: "MetricWriter", progress: "Progress",
+                   pending: list[tuple[int, Any]], step: int) -> dict[str, float]:
+  """Fetches and checks the interval's metrics, writes their means.
+
+  Returns ``{'train/<name>': mean over the interval}`` plus the progress
+  timings (``train/steps_per_sec``, ``train/step_time``).
+  """
+  fetched = fetch_checked(pending)
+  timing = progress.update(step)
+  scalars = {f"train/{k}": float(np.mean([m[k] for _, m in fetched]))
+             for k in fetched[-1][1]}
+  scalars.update({f"train/{k}": v for k, v in timing.items()})
+  writer.write_scalars(step, scalars)
+  return scalars
+
+
 def check_finite(step_metrics: list[tuple[int, Mapping[str, Any]]]) -> None:
   """Raises FloatingPointError naming the first step with a non-finite value."""
   for step, metrics in step_metrics:

@@ -44,11 +44,7 @@ def pretrain_damsm(config: ml_collections.ConfigDict, workdir: str):
 
 def train_gan(config: ml_collections.ConfigDict, workdir: str):
   """Trains the text-to-image GAN (config.job='train_gan')."""
-  try:
-    from t2igan_jax import gan_train  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    raise NotImplementedError(
-        "config.job='train_gan' is not available in this version") from e
+  from t2igan_jax import gan_train  # pylint: disable=g-import-not-at-top
   return gan_train.train(config, workdir)
 
 
