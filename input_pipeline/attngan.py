@@ -20,6 +20,16 @@ elements ``k * CPI .. k * CPI + CPI - 1`` of that split's list.
 lists, class_id=int, key=str)``: the full-resolution image (birds: cropped to
 the reference's square around the bounding box, §7.4), converted to RGB; the
 random resize/crop/flip/pyramid is ``transforms.random_crop_flip_pyramid``.
+
+Bad input. Metadata problems (a missing or unreadable pickle, one from the
+other data set, counts that disagree) always raise ValueError /
+FileNotFoundError naming the file. Per-image problems raise
+``errors.BadExampleError`` naming the file: a key without an image or with an
+empty / short caption file at construction, a corrupt or truncated image when
+read. With ``on_bad_example='skip'`` the construction-time ones are left out
+of the split (logged, listed in ``skipped``; captions.pickle is then not
+written) and the read-time ones are replaced by the batch iterator. Greyscale,
+palette and CMYK images are converted to RGB like the reference does.
 """
 
 import functools
@@ -27,12 +37,15 @@ import itertools
 import logging
 import os
 import pickle
+import re
 import tempfile
 from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image
 
+from input_pipeline import errors
+from input_pipeline import images
 from input_pipeline import text as text_lib
 from input_pipeline import transforms
 
@@ -59,6 +72,34 @@ def _as_str(key: Any) -> str:
   if isinstance(key, bytes):
     return key.decode("latin1")
   return str(key)
+
+
+_KEY_PATTERNS = {
+    "birds": (re.compile(r"^\d{3}\.[^/]+/[^/]+$"),
+              "'NNN.Class_Name/Image_Name' (CUB)"),
+    "coco": (re.compile(r"^COCO_(train|val)2014_\d{12}$"),
+             "'COCO_train2014_<12 digits>' / 'COCO_val2014_...' (MS-COCO)"),
+}
+
+
+def check_keys_dataset(keys: Sequence[str], dataset: str, path: str) -> None:
+  """Raises ValueError if ``keys`` are the *other* data set's keys.
+
+  Catches a filenames.pickle copied from the wrong data set (CUB keys for
+  COCO or the reverse); keys of neither form (a custom data set in the same
+  layout) are accepted.
+  """
+  for other, (pattern, form) in _KEY_PATTERNS.items():
+    if other == dataset:
+      continue
+    own = _KEY_PATTERNS.get(dataset, (None, ""))[0]
+    foreign = [k for k in keys[:100] if pattern.match(k)
+               and not (own is not None and own.match(k))]
+    if len(foreign) == len(keys[:100]):
+      raise ValueError(
+          f"{path} holds {other} keys such as {keys[0]!r} (form {form}) but "
+          f"the data set is {dataset!r}: the pickle belongs to another data "
+          "set (check config.data.name and config.data.data_dir)")
 
 
 def load_filenames(data_dir: str, split: str) -> list[str]:
@@ -241,28 +282,41 @@ def caption_file(data_dir: str, key: str) -> str:
   return os.path.join(data_dir, "text", key + ".txt")
 
 
-def build_captions(data_dir: str, captions_per_image: int):
+def build_captions(data_dir: str, captions_per_image: int,
+                   on_bad_example: str = "error"):
   """Tokenised captions of both splits from ``text/`` and their vocabulary.
 
-  Returns (train_ids, test_ids, Vocabulary); ids follow the vocabulary built
-  over the train then the test captions (first appearance order).
+  Returns (train_ids, test_ids, Vocabulary, dropped); ids follow the
+  vocabulary built over the train then the test captions (first appearance
+  order). ``dropped`` maps each split to ``{image index: reason}`` of images
+  whose caption file is missing, empty or short of valid captions: with
+  ``on_bad_example='error'`` the first one raises instead (naming the file);
+  with 'skip' their caption slots hold empty lists and their words are not in
+  the vocabulary.
   """
+  errors.check_on_bad_example(on_bad_example)
   tokens = {}
+  dropped = {}
   for split in SPLITS:
     tokens[split] = []
-    for key in load_filenames(data_dir, split):
+    dropped[split] = {}
+    for k, key in enumerate(load_filenames(data_dir, split)):
       path = caption_file(data_dir, key)
-      if not os.path.isfile(path):
-        raise FileNotFoundError(
-            f"caption file for {split} image key {key!r} not found: {path} "
-            f"(needed to build {CAPTIONS_FILE}; expected one caption per "
-            "line)")
-      tokens[split].extend(text_lib.read_caption_file(path,
-                                                      captions_per_image))
+      try:
+        caps = text_lib.read_caption_file(path, captions_per_image)
+      except errors.BadExampleError as e:
+        msg = (f"{e} ({split} image key {key!r}; the captions of every "
+               f"image are needed to build {CAPTIONS_FILE})")
+        if on_bad_example != "skip":
+          raise type(e)(msg) from e
+        logging.warning("skipping %s image %r: %s", split, key, msg)
+        dropped[split][k] = msg
+        caps = [[] for _ in range(captions_per_image)]
+      tokens[split].extend(caps)
   vocab = text_lib.build_vocabulary(
       itertools.chain(tokens["train"], tokens["test"]))
   ids = {s: [vocab.encode(c) for c in tokens[s]] for s in SPLITS}
-  return ids["train"], ids["test"], vocab
+  return ids["train"], ids["test"], vocab, dropped
 
 
 @functools.lru_cache(maxsize=2)
@@ -271,14 +325,26 @@ def _read_cached(path: str, mtime_ns: int, size: int):
   return read_captions_pickle(path)
 
 
-def load_captions(data_dir: str, captions_per_image: int):
-  """(train_ids, test_ids, Vocabulary): reads captions.pickle, or builds it.
+def load_captions(data_dir: str, captions_per_image: int,
+                  on_bad_example: str = "error"):
+  """(train_ids, test_ids, Vocabulary, dropped): reads or builds captions.pickle.
 
-  The returned lists are shared between callers (cached); do not mutate.
+  ``dropped`` is ``build_captions``'s (empty when the pickle exists). The
+  pickle is written only when no image was dropped: it must list the captions
+  of every key of filenames.pickle for the reference (and this reader) to use
+  it. The returned lists are shared between callers (cached); do not mutate.
   """
   path = os.path.join(data_dir, CAPTIONS_FILE)
   if not os.path.isfile(path):
-    train, test, vocab = build_captions(data_dir, captions_per_image)
+    train, test, vocab, dropped = build_captions(
+        data_dir, captions_per_image, on_bad_example)
+    n_dropped = sum(len(d) for d in dropped.values())
+    if n_dropped:
+      logging.warning(
+          "not writing %s: %d image(s) were skipped for bad caption files, so "
+          "it would not match filenames.pickle; using the captions in memory",
+          path, n_dropped)
+      return train, test, vocab, dropped
     try:
       write_captions_pickle(path, train, test, vocab)
       logging.info("wrote %s: %d train / %d test captions, %d words", path,
@@ -286,12 +352,25 @@ def load_captions(data_dir: str, captions_per_image: int):
     except OSError as e:  # e.g. a read-only dataset mount: go on in memory
       logging.warning("could not write %s (%s); using the captions built "
                       "from text/ in memory", path, e)
-    return train, test, vocab
+    return train, test, vocab, dropped
   st = os.stat(path)
-  return _read_cached(os.path.abspath(path), st.st_mtime_ns, st.st_size)
+  train, test, vocab = _read_cached(os.path.abspath(path), st.st_mtime_ns,
+                                    st.st_size)
+  return train, test, vocab, {s: {} for s in SPLITS}
 
 
 # -------------------------------------------------------------------- source
+
+def crop_to_bbox(image: np.ndarray, box, where: str) -> np.ndarray:
+  """``transforms.bbox_crop`` raising BadExampleError naming ``where``."""
+  height, width = image.shape[:2]
+  x1, y1, x2, y2 = transforms.bbox_crop_box(box, width, height)
+  if x2 <= x1 or y2 <= y1:
+    raise errors.BadExampleError(
+        f"bounding box {tuple(box)} of {where} gives an empty crop "
+        f"{(x1, y1, x2, y2)} of its {width}x{height} image")
+  return image[y1:y2, x1:x2]
+
 
 class AttnGANSource:
   """Random-access source of one split of an AttnGAN-layout dataset.
@@ -308,7 +387,8 @@ class AttnGANSource:
   mirror_word_pairs: tuple[tuple[int, int], ...] = ()
 
   def __init__(self, data_dir: str, split: str, dataset: str = "birds",
-               captions_per_image: int = 10, use_bbox: bool | None = None):
+               captions_per_image: int = 10, use_bbox: bool | None = None,
+               on_bad_example: str = "error"):
     """Reads the split's metadata and captions (building captions.pickle).
 
     Args:
@@ -318,6 +398,9 @@ class AttnGANSource:
       captions_per_image: CUB 10, COCO 5; must match captions.pickle.
       use_bbox: crop birds to the bounding box (default: True for birds,
         False for COCO).
+      on_bad_example: 'error' (default): a key without an image file or with
+        a bad caption file stops with an error naming the file; 'skip': such
+        images are left out of the split, logged and listed in ``skipped``.
     """
     if split not in SPLITS:
       raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -326,6 +409,7 @@ class AttnGANSource:
     if int(captions_per_image) < 1:
       raise ValueError("config.data.captions_per_image must be >= 1, got "
                        f"{captions_per_image}")
+    self.on_bad_example = errors.check_on_bad_example(on_bad_example)
     self.data_dir = os.fspath(data_dir)
     if not os.path.isdir(self.data_dir):
       raise FileNotFoundError(
@@ -335,17 +419,20 @@ class AttnGANSource:
     self.dataset = dataset
     self.captions_per_image = cpi = int(captions_per_image)
     self.use_bbox = (dataset == "birds") if use_bbox is None else bool(use_bbox)
-    self.keys = load_filenames(self.data_dir, split)
-    n = len(self.keys)
-    self.class_ids = load_class_ids(self.data_dir, split, n, dataset)
-    train, test, self.vocab = load_captions(self.data_dir, cpi)
+    keys = load_filenames(self.data_dir, split)
+    filenames_path = os.path.join(self.data_dir, split, FILENAMES_FILE)
+    check_keys_dataset(keys, dataset, filenames_path)
+    n = len(keys)
+    class_ids = load_class_ids(self.data_dir, split, n, dataset)
+    train, test, self.vocab, dropped = load_captions(self.data_dir, cpi,
+                                                     on_bad_example)
     caps = train if split == "train" else test
     if len(caps) != n * cpi:
       raise ValueError(
           f"{os.path.join(self.data_dir, CAPTIONS_FILE)} holds {len(caps)} "
           f"{split} captions but {split}/{FILENAMES_FILE} lists {n} images x "
           f"captions_per_image={cpi} = {n * cpi}: the pickle belongs to "
-          "another file list or captions_per_image (fix "
+          "another file list, data set or captions_per_image (fix "
           "config.data.captions_per_image, or delete the pickle to rebuild it "
           "from text/)")
     self._captions = caps
@@ -353,8 +440,37 @@ class AttnGANSource:
       self.image_dir = os.path.join(self.data_dir, CUB_DIR, "images")
     else:
       self.image_dir = os.path.join(self.data_dir, "images")
-    self._bboxes = (load_bboxes(os.path.join(self.data_dir, CUB_DIR),
-                                self.keys) if self.use_bbox else None)
+    # (key, reason) of every image of filenames.pickle left out ('skip').
+    self.skipped: list[tuple[str, str]] = [
+        (keys[k], msg) for k, msg in sorted(dropped[split].items())]
+    kept = [k for k in range(n) if k not in dropped[split]]
+    bboxes = (load_bboxes(os.path.join(self.data_dir, CUB_DIR),
+                          [keys[k] for k in kept]) if self.use_bbox else None)
+    paths = {k: os.path.join(self.image_dir, keys[k] + ".jpg") for k in kept}
+    found = images.existing_files(paths.values())
+    missing = [k for k in kept if paths[k] not in found]
+    if missing and on_bad_example != "skip":
+      raise errors.MissingExampleFileError(
+          f"{len(missing)} of the {n} keys in {filenames_path} have no image "
+          f"file in {self.image_dir}, e.g. {keys[missing[0]]!r} (expected "
+          f"{paths[missing[0]]}); set config.data.on_bad_example=skip to "
+          "leave them out")
+    for k in missing:
+      msg = f"{keys[k]!r} of {filenames_path} has no image {paths[k]}"
+      logging.warning("skipping %s image: %s", split, msg)
+      self.skipped.append((keys[k], msg))
+    missing = set(missing)
+    kept = [k for k in kept if k not in missing]
+    if not kept:
+      raise ValueError(f"every image of {filenames_path} was skipped as bad "
+                       f"(e.g. {self.skipped[0][1]})")
+    if self.skipped:
+      logging.warning("%s %s split: %d of %d images skipped as bad examples",
+                      dataset, split, len(self.skipped), n)
+    self._index = np.asarray(kept, dtype=np.int64)
+    self.keys = [keys[k] for k in kept]
+    self.class_ids = class_ids[self._index]
+    self._bboxes = bboxes
 
   def __len__(self) -> int:
     return len(self.keys)
@@ -377,37 +493,27 @@ class AttnGANSource:
     return None if self._bboxes is None else self._bboxes[self.key(i)]
 
   def captions(self, i: int) -> list[list[int]]:
-    i = self._check(i)
+    k = int(self._index[self._check(i)])
     cpi = self.captions_per_image
     return [[int(t) for t in c]
-            for c in self._captions[i * cpi:(i + 1) * cpi]]
+            for c in self._captions[k * cpi:(k + 1) * cpi]]
 
   def captions_text(self, i: int) -> list[str]:
     return [self.vocab.decode(c) for c in self.captions(i)]
 
   def load_image(self, i: int) -> np.ndarray:
-    """uint8 [H, W, 3] RGB image of item i (birds: bbox-cropped)."""
+    """uint8 [H, W, 3] RGB image of item i (birds: bbox-cropped).
+
+    Raises ``errors.BadExampleError`` (``MissingExampleFileError`` for a
+    missing file) naming the file and the key.
+    """
     key, path = self.key(i), self.image_path(i)
-    try:
-      with Image.open(path) as img:
-        img = img.convert("RGB")
-    except FileNotFoundError:
-      raise FileNotFoundError(
-          f"image for {self.dataset} {self.split} key {key!r} not found: "
-          f"{path}") from None
-    except (OSError, Image.UnidentifiedImageError) as e:
-      raise OSError(f"cannot read the image for key {key!r} at {path}: "
-                    f"{e}") from e
+    image = images.read_rgb(
+        path, f"{self.dataset} {self.split} image key {key!r}")
     box = self.bbox(i)
     if box is not None:
-      x1, y1, x2, y2 = transforms.bbox_crop_box(box, *img.size)
-      if x2 <= x1 or y2 <= y1:
-        raise ValueError(
-            f"bounding box {box} of key {key!r} gives an empty crop "
-            f"{(x1, y1, x2, y2)} of its {img.size[0]}x{img.size[1]} image "
-            f"{path}")
-      img = img.crop((x1, y1, x2, y2))
-    return np.asarray(img, dtype=np.uint8)
+      return crop_to_bbox(image, box, f"{path} (key {key!r})")
+    return image
 
   def __getitem__(self, i: int) -> dict[str, Any]:
     i = self._check(i)

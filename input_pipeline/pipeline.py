@@ -18,6 +18,12 @@ positions ``h, h + P, ...`` of each global batch, so the hosts' rows together
 are exactly the single-host batch (same images, same captions, same crops).
 Nothing depends on worker scheduling: batch ``k`` is a pure function of ``k``.
 
+Bad examples. With ``on_bad_example='skip'`` an item whose read raises
+``errors.BadExampleError`` (missing, corrupt or truncated image, unusable
+captions) is replaced by an item drawn from ``default_rng([seed, 2, epoch, p,
+attempt])``, logged, and counted in ``BatchIterator.num_skipped`` (also in
+``get_state()['num_skipped']``); with 'error' (default) the error stops the run.
+
 State. ``get_state()`` is a small JSON dict (``next_batch`` plus the settings
 that define the stream); ``set_state`` continues with exactly the batches an
 uninterrupted iterator would have produced, for any ``num_workers`` and any
@@ -27,8 +33,9 @@ of batch indices; the iterator is a ``grain.DatasetIterator``, so grain's
 orbax ``CheckpointSave/Restore`` handle it as well as plain JSON does.
 """
 
-import os
+import logging
 import math
+import os
 import sys
 from typing import Any, Sequence
 
@@ -37,12 +44,17 @@ import grain
 import numpy as np
 
 from input_pipeline import attngan
+from input_pipeline import errors
 from input_pipeline import shapes
 from input_pipeline import text as text_lib
 from input_pipeline import transforms
 
 DATASETS = ("shapes", "birds", "coco")
+SOURCES = ("attngan", "coco_json", "tfds")
 _STATE_VERSION = 1
+_SKIPPED = "skipped_examples"
+# 'skip': how many other items are tried in place of a bad one before giving up.
+_MAX_REPLACEMENTS = 16
 
 
 def stage_sizes(config) -> tuple[int, ...]:
@@ -75,13 +87,35 @@ def get_source(config, split: str, image_size: int):
         seed=d.shapes_seed, captions_per_image=d.captions_per_image,
         render_size=render)
   if d.name in ("birds", "coco"):
+    source = d.get("source", "attngan")
+    on_bad = errors.check_on_bad_example(d.get("on_bad_example", "error"))
+    if source == "tfds":
+      from input_pipeline import tfds_builders  # pylint: disable=g-import-not-at-top
+      return tfds_builders.TfdsSource(
+          d.get("tfds_data_dir", ""), d.name, split,
+          captions_per_image=d.captions_per_image, on_bad_example=on_bad)
     if not os.path.isdir(d.data_dir):
+      expected = ("captions_train2014.json, captions_val2014.json (or "
+                  "annotations/), train2014/, val2014/" if source == "coco_json"
+                  else "captions.pickle, train/, test/, ...")
       raise FileNotFoundError(
           f"config.data.data_dir={d.data_dir!r}: no such directory (expected "
-          f"the AttnGAN {d.name} layout: captions.pickle, train/, test/, ...)")
+          f"the {source} {d.name} layout: {expected})")
+    if source == "coco_json":
+      if d.name != "coco":
+        raise ValueError(
+            f"config.data.source='coco_json' reads MS-COCO caption files, but "
+            f"config.data.name is {d.name!r} (use source='attngan' for birds)")
+      from input_pipeline import coco_json  # pylint: disable=g-import-not-at-top
+      return coco_json.CocoJsonSource(
+          d.data_dir, split, captions_per_image=d.captions_per_image,
+          on_bad_example=on_bad)
+    if source != "attngan":
+      raise ValueError(f"config.data.source must be one of {SOURCES}, got "
+                       f"{source!r}")
     return attngan.AttnGANSource(
         d.data_dir, split, dataset=d.name,
-        captions_per_image=d.captions_per_image)
+        captions_per_image=d.captions_per_image, on_bad_example=on_bad)
   raise ValueError(
       f"config.data.name must be one of {DATASETS}, got {d.name!r}")
 
@@ -105,8 +139,10 @@ class _BatchBuilder:
 
   def __init__(self, source, *, num_items, global_batch_size, image_sizes,
                words_num, seed, truncation, random_crop_flip, shuffle,
-               drop_remainder, process_index, process_count, mirror_pairs):
+               drop_remainder, process_index, process_count, mirror_pairs,
+               on_bad_example="error"):
     self.source = source
+    self.on_bad_example = on_bad_example
     self.num_items = num_items
     self.global_batch_size = global_batch_size
     self.image_sizes = image_sizes
@@ -145,11 +181,39 @@ class _BatchBuilder:
     stop = min(start + self.global_batch_size, self.num_items)
     return epoch, range(start + self.process_index, stop, self.process_count)
 
-  def item(self, index: int, rng: np.random.Generator):
-    ex = self.source[index]
+  def read(self, index: int, epoch: int, position: int, skipped: list):
+    """``source[index]``; with 'skip', a bad item is replaced by another.
+
+    The replacement is drawn from ``default_rng([seed, 2, epoch, position,
+    attempt])``, so batches stay a pure function of their index. Each bad
+    item's message is appended to ``skipped``.
+    """
+    try:
+      ex = self.source[index]
+      if not ex["captions"]:
+        raise errors.BadExampleError(f"item {ex['key']!r} has no captions")
+      return ex
+    except errors.BadExampleError as e:
+      if self.on_bad_example != "skip":
+        raise
+      skipped.append(str(e))
+    for attempt in range(1, _MAX_REPLACEMENTS + 1):
+      other = int(np.random.default_rng(
+          [self.seed, 2, epoch, position, attempt]).integers(self.num_items))
+      try:
+        ex = self.source[other]
+        if not ex["captions"]:
+          raise errors.BadExampleError(f"item {ex['key']!r} has no captions")
+        return ex
+      except errors.BadExampleError as e:
+        skipped.append(str(e))
+    raise errors.BadExampleError(
+        f"{_MAX_REPLACEMENTS + 1} bad examples in a row while filling one "
+        f"batch position (on_bad_example='skip'); is the data set readable? "
+        f"Last: {skipped[-1]}")
+
+  def item(self, ex: dict[str, Any], rng: np.random.Generator):
     captions = ex["captions"]
-    if not captions:
-      raise ValueError(f"item {ex['key']!r} has no captions")
     ids = list(captions[int(rng.integers(len(captions)))])
     images, flipped = transforms.random_crop_flip_pyramid(
         ex["image"], self.image_sizes, rng, self.random_crop_flip,
@@ -166,7 +230,8 @@ class _BatchBuilder:
   def __call__(self, k: int) -> dict[str, Any]:
     epoch, positions = self.positions(k)
     order = self.epoch_order(epoch)
-    rows = [self.item(int(order[p]),
+    skipped = []
+    rows = [self.item(self.read(int(order[p]), epoch, p, skipped),
                       np.random.default_rng([self.seed, 1, epoch, p]))
             for p in positions]
     lens = np.asarray([r[2] for r in rows], np.int32)
@@ -187,6 +252,8 @@ class _BatchBuilder:
         "caption_lens": lens[perm],
         "class_ids": np.asarray([r[3] for r in rows], np.int32).reshape(b),
         "keys": np.asarray([r[4] for r in rows], dtype=np.str_).reshape(b),
+        # Popped by BatchIterator (counted and logged in the main process).
+        _SKIPPED: np.asarray(skipped, dtype=np.str_).reshape(len(skipped)),
     }
 
 
@@ -212,7 +279,18 @@ class BatchIterator(grain.DatasetIterator):
     self._num_workers = num_workers
     self._stream = stream
     self._next = 0
+    self._num_skipped = 0
     self._grain_iter = None
+
+  @property
+  def num_skipped(self) -> int:
+    """Bad examples skipped (``on_bad_example='skip'``) by the batches so far.
+
+    Counts replacements made while reading; it is part of ``get_state`` so a
+    resumed run continues the count. Examples left out when the source was
+    built are in ``source.skipped`` instead.
+    """
+    return self._num_skipped
 
   @property
   def next_batch(self) -> int:
@@ -249,12 +327,17 @@ class BatchIterator(grain.DatasetIterator):
       batch = _plain_copy(next(self._grain_iter))
     else:
       batch = self._builder(self._next)
+    skipped = batch.pop(_SKIPPED)
+    for msg in skipped.tolist():
+      self._num_skipped += 1
+      logging.warning("skipped a bad example (%d so far): %s",
+                      self._num_skipped, msg)
     self._next += 1
     return batch
 
   def get_state(self) -> dict[str, Any]:
     return {"version": _STATE_VERSION, "next_batch": self._next,
-            **self._stream}
+            "num_skipped": self._num_skipped, **self._stream}
 
   def set_state(self, state: dict[str, Any]) -> None:
     if state.get("version") != _STATE_VERSION:
@@ -271,6 +354,7 @@ class BatchIterator(grain.DatasetIterator):
       raise ValueError(f"data iterator state has next_batch={next_batch}")
     self._stop_workers()
     self._next = next_batch
+    self._num_skipped = int(state.get("num_skipped", 0))
 
   def _stop_workers(self):
     it = getattr(self, "_grain_iter", None)
@@ -293,7 +377,8 @@ def create_iterator(source, *, global_batch_size: int,
                     shuffle: bool = True, drop_remainder: bool = True,
                     num_epochs: int | None = None, process_index: int = 0,
                     process_count: int = 1, num_workers: int = 0,
-                    mirror_captions: bool = True) -> BatchIterator:
+                    mirror_captions: bool = True,
+                    on_bad_example: str | None = None) -> BatchIterator:
   """A deterministic, resumable iterator of host-local batches.
 
   Args:
@@ -314,6 +399,10 @@ def create_iterator(source, *, global_batch_size: int,
       processes (same stream).
     mirror_captions: when an image is flipped, swap the source's
       ``mirror_word_pairs`` ('left' <-> 'right' for shapes) in its caption.
+    on_bad_example: 'error' | 'skip' (an item whose read raises
+      ``errors.BadExampleError`` is replaced, logged and counted in
+      ``num_skipped``); None: the source's ``on_bad_example`` ('error' if it
+      has none).
   """
   split = getattr(source, "split", "?")
   num_items = len(source)
@@ -345,6 +434,9 @@ def create_iterator(source, *, global_batch_size: int,
     raise ValueError(f"the data seed must be >= 0, got {seed}")
   if num_epochs is not None and num_epochs < 1:
     raise ValueError(f"num_epochs must be None or >= 1, got {num_epochs}")
+  if on_bad_example is None:
+    on_bad_example = getattr(source, "on_bad_example", "error")
+  errors.check_on_bad_example(on_bad_example)
   if num_workers < 0:
     raise ValueError(
         f"config.data.num_workers must be >= 0, got {num_workers}")
@@ -357,7 +449,7 @@ def create_iterator(source, *, global_batch_size: int,
       truncation=truncation, random_crop_flip=bool(random_crop_flip),
       shuffle=bool(shuffle), drop_remainder=bool(drop_remainder),
       process_index=int(process_index), process_count=int(process_count),
-      mirror_pairs=mirror_pairs)
+      mirror_pairs=mirror_pairs, on_bad_example=on_bad_example)
   spe = builder.steps_per_epoch
   num_batches = sys.maxsize if num_epochs is None else spe * int(num_epochs)
   stream = {"seed": int(seed), "num_items": num_items,
@@ -381,4 +473,5 @@ def create_train_iterator(config, source, *, global_batch_size: int,
       random_crop_flip=config.data.random_crop_flip, shuffle=True,
       drop_remainder=True, num_epochs=None,
       process_index=jax.process_index(), process_count=jax.process_count(),
-      num_workers=config.data.num_workers)
+      num_workers=config.data.num_workers,
+      on_bad_example=config.data.on_bad_example)

@@ -18,6 +18,9 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from input_pipeline.errors import BadExampleError
+from input_pipeline.errors import MissingExampleFileError
+
 END_TOKEN = "<end>"
 TRUNCATIONS = ("random_subset", "prefix")
 
@@ -41,34 +44,78 @@ def tokenize(line: str) -> list[str]:
   return tokens
 
 
-def read_caption_file(path: str | os.PathLike,
-                      captions_per_image: int) -> list[list[str]]:
-  """Reads the first ``captions_per_image`` non-empty captions of a text file.
+def select_captions(lines: Iterable[str], captions_per_image: int,
+                    where: str) -> list[list[str]]:
+  """The first ``captions_per_image`` captions of ``lines`` with a token.
 
-  Lines are split on '\\n'; empty lines and lines without any token are
-  skipped. Undecodable bytes become U+FFFD (as in the reference data, where
-  pairs of them stand for a lost character). Raises ValueError naming the file
-  when it has fewer valid captions than requested (the reference only printed
-  an error and went on with a short list, which misaligns caption ids).
+  Empty lines and lines without any token the reference keeps (only
+  punctuation, or only non-ASCII words, which its ASCII encode removes: every
+  word out of the vocabulary) are skipped, as the reference skips them.
+
+  Args:
+    lines: raw caption strings, in file order.
+    captions_per_image: how many to keep.
+    where: the file (and image) the lines come from, for messages.
+
+  Raises:
+    errors.BadExampleError naming ``where`` when there are fewer valid
+    captions than requested (the reference only printed an error and went on
+    with a short list, which misaligns caption ids).
   """
   if captions_per_image < 1:
     raise ValueError(
         f"captions_per_image must be >= 1, got {captions_per_image}")
-  with open(path, encoding="utf-8", errors="replace") as f:
-    text = f.read()
   captions = []
-  for line in text.split("\n"):
-    if not line:
+  n_lines = 0
+  no_words = []
+  for n, line in enumerate(lines, 1):
+    if not line.strip():
       continue
+    n_lines += 1
     tokens = tokenize(line)
     if not tokens:
+      no_words.append((n, line))
       continue
     captions.append(tokens)
     if len(captions) == captions_per_image:
       return captions
-  raise ValueError(
-      f"caption file {os.fspath(path)} has {len(captions)} valid captions, "
-      f"fewer than captions_per_image={captions_per_image}")
+  if n_lines == 0:
+    raise BadExampleError(
+        f"{where} is empty: no caption at all (expected at least "
+        f"captions_per_image={captions_per_image}, one per line)")
+  detail = ""
+  if no_words:
+    shown = ", ".join(f"{n}: {line.strip()[:40]!r}" for n, line in no_words[:3])
+    detail = (f"; {len(no_words)} caption(s) have no word the AttnGAN "
+              f"tokenizer keeps (only punctuation or non-ASCII words, all out "
+              f"of the vocabulary), e.g. {shown}")
+  raise BadExampleError(
+      f"{where} has {len(captions)} valid captions, fewer than "
+      f"captions_per_image={captions_per_image}{detail}")
+
+
+def read_caption_file(path: str | os.PathLike,
+                      captions_per_image: int) -> list[list[str]]:
+  """Reads the first ``captions_per_image`` valid captions of a text file.
+
+  Lines are split on '\\n' and chosen by ``select_captions``. Undecodable
+  bytes become U+FFFD (as in the reference data, where pairs of them stand
+  for a lost character). Raises ``errors.MissingExampleFileError`` if the
+  file does not exist and ``errors.BadExampleError`` (a ValueError) naming it
+  when it has fewer valid captions than requested.
+  """
+  if captions_per_image < 1:
+    raise ValueError(
+        f"captions_per_image must be >= 1, got {captions_per_image}")
+  try:
+    with open(path, encoding="utf-8", errors="replace") as f:
+      text = f.read()
+  except FileNotFoundError:
+    raise MissingExampleFileError(
+        f"caption file {os.fspath(path)} not found (expected one caption per "
+        "line)") from None
+  return select_captions(text.split("\n"), captions_per_image,
+                         f"caption file {os.fspath(path)}")
 
 
 class Vocabulary:

@@ -44,8 +44,11 @@ from input_pipeline import pipeline as input_pipeline
 from input_pipeline.text import Vocabulary
 from t2igan_jax import checkpointing
 from t2igan_jax import metric_writer
+from t2igan_jax import numerics
+from t2igan_jax import preemption
 from t2igan_jax import sharding
 from t2igan_jax.errors import ConfigError
+from t2igan_jax.evaluation import r_precision
 from t2igan_jax.losses import damsm as damsm_losses
 from t2igan_jax.models import image_encoder as image_encoder_lib
 from t2igan_jax.models import text_encoder as text_encoder_lib
@@ -62,6 +65,7 @@ class DamsmState:
   batch_stats: Any   # image encoder BatchNorm statistics
   opt_state: Any     # {'text': ..., 'image': ...}
   rng: jax.Array
+  nonfinite_skipped: jax.Array  # int32: updates dropped by on_nonfinite='skip'
 
 
 def lr_decay_epochs(config: ml_collections.ConfigDict) -> int:
@@ -127,7 +131,8 @@ def create_state(config, text_model, image_model, rng) -> DamsmState:
                               config.image_encoder.train_trunk)
   return DamsmState(step=jnp.zeros((), jnp.int32), params=params,
                     batch_stats=image_vars.get("batch_stats", {}),
-                    opt_state=opt_state, rng=state_rng)
+                    opt_state=opt_state, rng=state_rng,
+                    nonfinite_skipped=jnp.zeros((), jnp.int32))
 
 
 def load_trunk_weights(config, state: DamsmState) -> DamsmState:
@@ -188,6 +193,8 @@ def train_step(state: DamsmState, batch, *, config, text_model, image_model,
         train_trunk_bn=trunk_bn_train, mutable=["batch_stats"])
     terms = damsm_loss_terms(config, words, sent, local, glob,
                              batch["caption_lens"], batch["class_ids"])
+    terms = {k: numerics.debug_poison(config, k, v, state.step)
+             for k, v in terms.items()}
     loss = sum(terms.values())
     return loss, (terms, new_vars["batch_stats"])
 
@@ -212,6 +219,8 @@ def train_step(state: DamsmState, batch, *, config, text_model, image_model,
   new_state = state.replace(
       step=state.step + 1, params=params, batch_stats=new_stats,
       opt_state={"text": text_opt, "image": image_opt})
+  new_state = numerics.guard_update(config, state, new_state, metrics)
+  metrics["nonfinite_skipped"] = new_state.nonfinite_skipped
   return new_state, metrics
 
 
@@ -238,23 +247,16 @@ def retrieval_top1(image_codes, sent_codes, class_ids, num_candidates: int,
   seeded generator; scores are cosine similarities; a tie counts for the true
   caption (as in the reference's R-precision).
   """
-  img = image_codes / np.maximum(
-      np.linalg.norm(image_codes, axis=1, keepdims=True), 1e-8)
-  sent = sent_codes / np.maximum(
-      np.linalg.norm(sent_codes, axis=1, keepdims=True), 1e-8)
-  rng = np.random.default_rng(seed)
-  hits = []
-  for i in range(len(img)):
-    others = np.flatnonzero(class_ids != class_ids[i])
-    if len(others) < num_candidates - 1:
-      raise ConfigError(
-          f"config.damsm.retrieval_candidates={num_candidates} needs "
-          f"{num_candidates - 1} captions of other classes per image, but only "
-          f"{len(others)} were encoded; raise config.damsm.eval_batches")
-    negatives = rng.choice(others, num_candidates - 1, replace=False)
-    true_score = img[i] @ sent[i]
-    hits.append(bool(np.all(sent[negatives] @ img[i] <= true_score)))
-  return float(np.mean(hits))
+  # Shared with the evaluation's R-precision (t2igan_jax/evaluation/r_precision.py).
+  try:
+    negatives = r_precision.draw_mismatched(
+        class_ids, class_ids, num_candidates - 1, np.random.default_rng(seed))
+  except ValueError as e:
+    raise ConfigError(f"config.damsm.retrieval_candidates={num_candidates}: {e} "
+                      "(captions encoded); raise config.damsm.eval_batches") from e
+  sent = np.asarray(sent_codes)
+  candidates = np.concatenate([sent[:, None], sent[negatives]], axis=1)
+  return float(np.mean(r_precision.retrieval_hits(image_codes, candidates)))
 
 
 def _vocab_meta(vocab: Vocabulary) -> dict[str, Any]:
@@ -277,9 +279,22 @@ def _write_json(path, obj):
   os.replace(tmp, path)
 
 
+LOSS_TERMS = ("w_loss0", "w_loss1", "s_loss0", "s_loss1")
+
+
 def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Runs (or resumes) DAMSM pretraining; returns the last evaluation."""
+  """Runs (or resumes) DAMSM pretraining; returns the last evaluation.
+
+  On preemption (SIGTERM) it saves the step it finished and returns
+  ``{'step': step, 'preempted': True}``.
+  """
+  with preemption.PreemptionWatcher() as watcher:
+    return _pretrain(config, workdir, watcher)
+
+
+def _pretrain(config, workdir, watcher) -> dict[str, Any]:
   dm = config.damsm
+  numerics.check_debug_term(config, LOSS_TERMS, "pretrain_damsm")
   if (config.image_encoder.backbone == "inception"
       and not config.image_encoder.train_trunk
       and not config.image_encoder.trunk_weights):
@@ -394,31 +409,41 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   snapshot_every = dm.snapshot_interval * steps_per_epoch
   step = int(state.step)
   progress = metric_writer.Progress(total_steps, start_step=step)
-  pending: list[tuple[int, Any]] = []
+  step_log = metric_writer.StepLog(os.path.join(workdir, config.step_log))
+  step_log.truncate(step)
+  pending = metric_writer.StepMetrics(config.on_nonfinite, step_log)
   last_eval = None
   eval_every = dm.eval_every_epochs * steps_per_epoch
+  preempted = False
   try:
     while step < total_steps:
       local_batch = next(train_iter)
       state, metrics = step_fn(state, sharding.device_batch(local_batch, mesh))
       step += 1
-      pending.append((step, metrics))
+      pending.add(step, metrics)
       if step % config.log_every_steps == 0 or step == total_steps:
         scalars = metric_writer.write_interval(writer, progress, pending, step)
-        pending = []
         logging.info("step %d: loss %.4f (w %.4f/%.4f, s %.4f/%.4f) lr %.2e",
                      step, scalars["train/loss"], scalars["train/w_loss0"],
                      scalars["train/w_loss1"], scalars["train/s_loss0"],
                      scalars["train/s_loss1"], scalars["train/lr"])
-      if step % eval_every == 0 or step == total_steps:
+      preempted = watcher.reached(step)
+      if not preempted and (step % eval_every == 0 or step == total_steps):
         last_eval = evaluate(step)
-      if ckpt.save_checked(step, state, train_iter, meta, pending,
-                           force=(step == total_steps
-                                  or step % snapshot_every == 0)):
-        pending = []
+      ckpt.save_checked(step, state, train_iter, meta, pending,
+                        force=(step == total_steps or preempted
+                               or step % snapshot_every == 0))
+      if preempted:
+        ckpt.wait()
+        logging.warning("preempted: saved checkpoint step %d in %s; exiting "
+                        "(the next start resumes from it)", step,
+                        ckpt.directory)
+        break
   finally:
     ckpt.close()
     writer.close()
+  if preempted:
+    return {"step": step, "preempted": True}
   if last_eval is None:  # resumed a finished run: score it again
     last_eval = evaluate(step)
   return last_eval
@@ -455,6 +480,11 @@ def load_encoders(damsm_dir: str, expected_vocab: Vocabulary | None = None):
   abstract = jax.eval_shape(
       functools.partial(create_state, _with_defaults(enc_config), text_model,
                         image_model), jax.random.key(0))
+  # Replicated over every device of every process: orbax needs the target
+  # layout to restore in a multi-process job.
+  repl = sharding.replicated(sharding.make_mesh(0))
+  abstract = jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), abstract)
   ckpt = checkpointing.Checkpointer(os.path.join(damsm_dir, CHECKPOINT_DIR),
                                     max_to_keep=1000, interval=1)
   try:

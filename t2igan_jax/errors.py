@@ -9,8 +9,12 @@ class CheckpointError(RuntimeError):
   """A checkpoint exists but cannot be used; the message names it."""
 
 
+class WorkdirError(RuntimeError):
+  """The workdir cannot be created, written or has too little free space."""
+
+
 # Caught by main.py and reported as a single line (no traceback).
 # (ConfigError is a ValueError; data readers raise ValueError/FileNotFoundError
 # naming the file.)
-USER_ERRORS = (ValueError, CheckpointError, FileNotFoundError,
+USER_ERRORS = (ValueError, CheckpointError, WorkdirError, FileNotFoundError,
                FloatingPointError, NotImplementedError)

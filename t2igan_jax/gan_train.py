@@ -37,6 +37,8 @@ from input_pipeline import pipeline as input_pipeline
 from t2igan_jax import checkpointing
 from t2igan_jax import damsm_pretrain
 from t2igan_jax import metric_writer
+from t2igan_jax import numerics
+from t2igan_jax import preemption
 from t2igan_jax import sharding
 from t2igan_jax.losses import gan as gan_losses
 from t2igan_jax.models import conditioning
@@ -57,6 +59,7 @@ class GanState:
   g_opt: Any
   d_opt: Any            # list
   rng: jax.Array
+  nonfinite_skipped: jax.Array  # int32: updates dropped by on_nonfinite='skip'
 
 
 @flax.struct.dataclass
@@ -89,13 +92,24 @@ def word_mask(captions):
 class GanModels:
   """The static parts of training: modules and config (bound, never traced)."""
 
-  def __init__(self, config, text_model, image_model):
+  def __init__(self, config, text_model, image_model, mesh=None):
     self.config = config
     self.generator = generator_lib.generator_from_config(config)
     self.discriminators = discriminator_lib.discriminators_from_config(config)
     self.text_model = text_model
     self.image_model = image_model
     self.num_stages = config.data.branch_num
+    # The data mesh (optional): the step re-shards the length-sorted batch and
+    # the noise over it, else GSPMD replicates everything after the
+    # data-dependent sort and every device computes the whole batch.
+    self.mesh = mesh
+
+  def shard_batch(self, tree):
+    """Constrains a batch-major pytree to be split over the data axis."""
+    if self.mesh is None or self.mesh.devices.size == 1:
+      return tree
+    return jax.lax.with_sharding_constraint(
+        tree, sharding.batch_sharded(self.mesh))
 
   # --------------------------------------------------------------- text
   def encode_text(self, enc: Encoders, captions, lengths):
@@ -140,7 +154,8 @@ def create_state(models: GanModels, rng) -> GanState:
       step=jnp.zeros((), jnp.int32), g_params=g_vars["params"],
       g_ema=g_vars["params"], g_stats=g_vars["batch_stats"],
       d_params=d_params, d_stats=d_stats, g_opt=g_tx.init(g_vars["params"]),
-      d_opt=[d_tx.init(p) for p in d_params], rng=state_rng)
+      d_opt=[d_tx.init(p) for p in d_params], rng=state_rng,
+      nonfinite_skipped=jnp.zeros((), jnp.int32))
 
 
 def _d_step_heads(d, real, fake, sent, wrong_img, wrong_sent):
@@ -165,13 +180,13 @@ def train_step(state: GanState, batch, enc: Encoders, *, models: GanModels):
   c = models.config
   rng = jax.random.fold_in(state.rng, state.step)
   z_rng, ca_rng = jax.random.split(rng)
-  batch = sort_by_length(batch)
+  batch = models.shard_batch(sort_by_length(batch))
   captions, lengths = batch["captions"], batch["caption_lens"]
   words, sent = models.encode_text(enc, captions, lengths)
   words, sent = jax.lax.stop_gradient(words), jax.lax.stop_gradient(sent)
   mask = word_mask(captions)
   b = captions.shape[0]
-  z = jax.random.normal(z_rng, (b, c.model.z_dim))
+  z = models.shard_batch(jax.random.normal(z_rng, (b, c.model.z_dim)))
 
   def g_forward(g_params):
     out, new_stats = models.generate(g_params, state.g_stats, z, sent, words,
@@ -195,6 +210,7 @@ def train_step(state: GanState, batch, enc: Encoders, *, models: GanModels):
           wrong_img, wrong_sent, method=_d_step_heads,
           mutable=list(state.d_stats[i].keys()))
       loss, parts = gan_losses.discriminator_loss(*heads, mode=c.gan.bce)
+      loss = numerics.debug_poison(c, f"d_loss{i}", loss, state.step)
       return loss, (parts, new_vars)
 
     (d_loss, (parts, new_vars)), grads = jax.value_and_grad(
@@ -206,6 +222,7 @@ def train_step(state: GanState, batch, enc: Encoders, *, models: GanModels):
     metrics[f"d_loss{i}"] = d_loss
     metrics[f"d_real{i}"] = parts["d_real"]
     metrics[f"d_fake{i}"] = parts["d_fake"]
+    metrics[f"d_grad_norm{i}"] = optax.tree.norm(grads)
 
   # ----------------------------------------------------------- G update
   update_sn = c.model.sn_update == "every_call"
@@ -225,6 +242,7 @@ def train_step(state: GanState, batch, enc: Encoders, *, models: GanModels):
         u, cond = d.apply(variables, fakes[i], sent, method=_g_step_heads)
         stats_out.append(new_d_stats[i])
       adv = gan_losses.generator_adv_loss(u, cond, c.gan.bce)
+      adv = numerics.debug_poison(c, f"g_adv{i}", adv, state.step)
       terms[f"g_adv{i}"] = adv
       total = total + adv
     local, glob = models.image_model.apply(enc.image_vars, fakes[-1],
@@ -234,6 +252,9 @@ def train_step(state: GanState, batch, enc: Encoders, *, models: GanModels):
     w = damsm["w_loss0"] + damsm["w_loss1"]
     s = damsm["s_loss0"] + damsm["s_loss1"]
     kl = conditioning.kl_loss(mu, logvar, c.gan.kl_reduction)
+    w = numerics.debug_poison(c, "g_w_loss", w, state.step)
+    s = numerics.debug_poison(c, "g_s_loss", s, state.step)
+    kl = numerics.debug_poison(c, "kl_loss", kl, state.step)
     total = total + c.gan.lambda_damsm * (w + s) + kl
     terms.update({"g_w_loss": w, "g_s_loss": s, "kl_loss": kl})
     return total, (terms, stats_out)
@@ -254,7 +275,16 @@ def train_step(state: GanState, batch, enc: Encoders, *, models: GanModels):
       step=state.step + 1, g_params=g_params, g_ema=g_ema, g_stats=g_stats,
       d_params=new_d_params, d_stats=d_stats_after, g_opt=g_opt,
       d_opt=new_d_opt)
+  new_state = numerics.guard_update(c, state, new_state, metrics)
+  metrics["nonfinite_skipped"] = new_state.nonfinite_skipped
   return new_state, metrics
+
+
+def loss_term_names(config) -> tuple[str, ...]:
+  """The loss terms ``config.debug_nonfinite_term`` may name."""
+  n = config.data.branch_num
+  return (*(f"d_loss{i}" for i in range(n)), *(f"g_adv{i}" for i in range(n)),
+          "g_w_loss", "g_s_loss", "kl_loss")
 
 
 def sample_step(g_params, g_stats, batch, enc: Encoders, z, rng, *,
@@ -275,6 +305,9 @@ def _resolve_damsm_dir(config, workdir) -> str:
   """The DAMSM workdir; pretrains one into workdir/damsm when asked."""
   if config.gan.damsm_dir:
     return config.gan.damsm_dir
+  converted = os.path.join(workdir, "damsm")  # written by t2igan_jax.convert
+  if os.path.isfile(os.path.join(converted, "converted.json")):
+    return converted
   if not config.gan.pretrain_damsm_if_missing:
     raise FileNotFoundError(
         "config.gan.damsm_dir is empty: name the workdir of a pretrain_damsm "
@@ -282,10 +315,13 @@ def _resolve_damsm_dir(config, workdir) -> str:
   damsm_dir = os.path.join(workdir, "damsm")
   damsm_config = ml_collections.ConfigDict(config.to_dict())
   damsm_config.job = "pretrain_damsm"
+  damsm_config.debug_nonfinite_step = -1  # a GAN loss term is not DAMSM's
   logging.info("no config.gan.damsm_dir: pretraining DAMSM into %s first",
                damsm_dir)
   os.makedirs(damsm_dir, exist_ok=True)
-  damsm_pretrain.pretrain(damsm_config, damsm_dir)
+  result = damsm_pretrain.pretrain(damsm_config, damsm_dir)
+  if result.get("preempted"):
+    return None  # the GAN job stops too; the next start resumes DAMSM
   return damsm_dir
 
 
@@ -295,7 +331,16 @@ def _caption_text(vocab, captions, lengths):
 
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Runs (or resumes) GAN training; returns the last logged metrics."""
+  """Runs (or resumes) GAN training; returns the last logged metrics.
+
+  On preemption (SIGTERM) it saves the step it finished and returns with
+  ``result['preempted'] = True``.
+  """
+  with preemption.PreemptionWatcher() as watcher:
+    return _train(config, workdir, watcher)
+
+
+def _train(config, workdir, watcher) -> dict[str, Any]:
   g = config.gan
   mesh = sharding.make_mesh(config.num_devices)
   sharding.check_batch_size(g.batch_size, mesh, "config.gan.batch_size")
@@ -304,13 +349,16 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   test_source = input_pipeline.get_source(config, "test", sizes[-1])
   vocab = train_source.vocab
 
+  numerics.check_debug_term(config, loss_term_names(config), "train_gan")
   damsm_dir = _resolve_damsm_dir(config, workdir)
+  if damsm_dir is None:
+    return {"step": 0, "preempted": True}
   text_model, text_params, image_model, image_vars, _ = (
       damsm_pretrain.load_encoders(damsm_dir, expected_vocab=vocab))
   repl = sharding.replicated(mesh)
   enc = jax.device_put(Encoders(text_params=text_params, image_vars=image_vars),
                        repl)
-  models = GanModels(config, text_model, image_model)
+  models = GanModels(config, text_model, image_model, mesh=mesh)
 
   steps_per_epoch = input_pipeline.steps_per_epoch(len(train_source),
                                                    g.batch_size)
@@ -413,8 +461,11 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   snapshot_every = g.snapshot_interval * steps_per_epoch
   step = int(state.step)
   progress = metric_writer.Progress(total_steps, start_step=step)
-  pending: list[tuple[int, Any]] = []
+  step_log = metric_writer.StepLog(os.path.join(workdir, config.step_log))
+  step_log.truncate(step)
+  pending = metric_writer.StepMetrics(config.on_nonfinite, step_log)
   last_scalars: dict[str, float] = {}
+  preempted = False
   t_start = time.monotonic()
   try:
     while step < total_steps:
@@ -422,11 +473,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       state, metrics = step_fn(state, sharding.device_batch(local_batch, mesh),
                                enc)
       step += 1
-      pending.append((step, metrics))
+      pending.add(step, metrics)
       if step % config.log_every_steps == 0 or step == total_steps:
         last_scalars = metric_writer.write_interval(writer, progress, pending,
                                                     step)
-        pending = []
         logging.info("step %d: g_loss %.3f  d_loss %s  w %.3f s %.3f kl %.3f",
                      step, last_scalars["train/g_loss"],
                      " ".join(f"{last_scalars[f'train/d_loss{i}']:.3f}"
@@ -436,15 +486,23 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                      last_scalars["train/kl_loss"])
       if step % config.image_every_steps == 0 or step == total_steps:
         log_images(step)
-      if ckpt.save_checked(step, state, train_iter, meta, pending,
-                           force=(step == total_steps
-                                  or step % snapshot_every == 0)):
-        pending = []
+      preempted = watcher.reached(step)
+      ckpt.save_checked(step, state, train_iter, meta, pending,
+                        force=(step == total_steps or preempted
+                               or step % snapshot_every == 0))
+      if preempted:
+        ckpt.wait()
+        logging.warning("preempted: saved checkpoint step %d in %s; exiting "
+                        "(the next start resumes from it)", step,
+                        ckpt.directory)
+        break
   finally:
     ckpt.close()
     writer.close()
   result = {"step": step, "seconds": time.monotonic() - t_start,
             **last_scalars}
+  if preempted:
+    return {**result, "preempted": True}
   if jax.process_index() == 0:
     metric_writer.append_json_record(
         os.path.join(workdir, config.metrics_json), result)

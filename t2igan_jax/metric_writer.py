@@ -84,6 +84,129 @@ def format_eta(seconds: float) -> str:
   return f"{h:d}:{m:02d}:{s:02d}"
 
 
+# Per-step metrics that count (logged as their last value, not averaged).
+COUNTERS = ("nonfinite_skipped",)
+
+
+def nonfinite_terms(metrics: Mapping[str, Any]) -> list[str]:
+  """``name=value`` of the non-finite metrics: loss terms first, then the
+  totals (``loss``, ``g_loss``), then gradient norms (which follow from them)."""
+  bad = [name for name, value in metrics.items()
+         if not np.all(np.isfinite(np.asarray(value)))]
+  bad.sort(key=lambda n: ("grad_norm" in n, n in ("loss", "g_loss")))
+  return [f"{n}={np.asarray(metrics[n])!r}" for n in bad]
+
+
+def check_finite(step_metrics: list[tuple[int, Mapping[str, Any]]]) -> None:
+  """Raises FloatingPointError naming the first bad step and its bad terms."""
+  for step, metrics in step_metrics:
+    bad = nonfinite_terms(metrics)
+    if bad:
+      raise FloatingPointError(
+          f"non-finite {', '.join(bad)} at step {step}; stopping (the last "
+          "checkpoint is intact; config.on_nonfinite='skip' skips such "
+          "updates instead)")
+
+
+class StepLog:
+  """Per-step metrics as JSON lines (``{"step": s, name: value, ...}``).
+
+  Written by process 0 only, a line per step, flushed at once, so a killed
+  process loses no line it wrote. ``truncate(step)`` (called at every start
+  with the restored step) drops the lines past ``step`` and a torn last line:
+  after any number of restarts the file holds each step once, with the values
+  of the run that produced the checkpoint it continued from.
+  """
+
+  def __init__(self, path: str, enabled: bool | None = None):
+    self.path = path
+    self.enabled = jax.process_index() == 0 if enabled is None else enabled
+    self.last_step = 0
+
+  def truncate(self, step: int) -> None:
+    self.last_step = int(step)
+    if not self.enabled:
+      return
+    kept = [r for r in read_step_log(self.path) if r["step"] <= step]
+    tmp = self.path + ".tmp"
+    with open(tmp, "w") as f:
+      for record in kept:
+        f.write(json.dumps(record) + "\n")
+    os.replace(tmp, self.path)
+
+  def append(self, step_metrics: list[tuple[int, Mapping[str, Any]]]) -> None:
+    """Appends the steps after the last one written (a step is never doubled)."""
+    new = [(s, m) for s, m in step_metrics if s > self.last_step]
+    if not new:
+      return
+    self.last_step = new[-1][0]
+    if not self.enabled:
+      return
+    with open(self.path, "a") as f:
+      for step, metrics in new:
+        record = {"step": int(step)}
+        record.update({k: np.asarray(v).item() for k, v in metrics.items()})
+        f.write(json.dumps(record) + "\n")
+      f.flush()
+
+
+def read_step_log(path: str) -> list[dict[str, Any]]:
+  """The complete records of a step log (a torn last line is ignored)."""
+  if not os.path.exists(path):
+    return []
+  records = []
+  with open(path) as f:
+    for line in f:
+      if not line.endswith("\n"):
+        break  # torn by a kill mid-write
+      records.append(json.loads(line))
+  return records
+
+
+class StepMetrics:
+  """The per-step device metrics of a training loop.
+
+  ``add`` keeps them on device (no dispatch stall); ``fetch`` brings the new
+  ones to the host once, checks them (``on_nonfinite='stop'``: raise naming the
+  step and the terms; ``'skip'``: warn, the step already dropped its update),
+  and appends them to the step log. ``pop_interval`` returns (and forgets)
+  everything since the last call, for the interval means.
+  """
+
+  def __init__(self, on_nonfinite: str = "stop",
+               step_log: StepLog | None = None):
+    self.on_nonfinite = on_nonfinite
+    self.step_log = step_log
+    self._device: list[tuple[int, Any]] = []
+    self._host: list[tuple[int, Any]] = []
+
+  def add(self, step: int, metrics: Any) -> None:
+    self._device.append((step, metrics))
+
+  def fetch(self) -> list[tuple[int, Any]]:
+    if self._device:
+      fetched = jax.device_get(self._device)
+      self._device = []
+      if self.step_log is not None:  # bad values too: they explain a stop
+        self.step_log.append(fetched)
+      if self.on_nonfinite == "skip":
+        for step, metrics in fetched:
+          bad = nonfinite_terms(metrics)
+          if bad:
+            logging.warning("step %d: update skipped (non-finite %s); %d "
+                            "skipped so far", step, ", ".join(bad),
+                            int(metrics.get("nonfinite_skipped", -1)))
+      else:
+        check_finite(fetched)
+      self._host.extend(fetched)
+    return self._host
+
+  def pop_interval(self) -> list[tuple[int, Any]]:
+    fetched = self.fetch()
+    self._host = []
+    return fetched
+
+
 def fetch_checked(pending: list[tuple[int, Any]]):
   """Fetches per-step device metrics to the host and checks them finite."""
   fetched = jax.device_get(pending)
@@ -91,30 +214,34 @@ def fetch_checked(pending: list[tuple[int, Any]]):
   return fetched
 
 
+def _finite_mean(values) -> float:
+  values = np.asarray(values, np.float64)
+  finite = values[np.isfinite(values)]
+  return float(np.mean(finite)) if finite.size else float("nan")
+
+
 def write_interval(writer: "MetricWriter", progress: "Progress",
-                   pending: list[tuple[int, Any]], step: int) -> dict[str, float]:
+                   pending: "StepMetrics | list[tuple[int, Any]]",
+                   step: int) -> dict[str, float]:
   """Fetches and checks the interval's metrics, writes their means.
 
-  Returns ``{'train/<name>': mean over the interval}`` plus the progress
-  timings (``train/steps_per_sec``, ``train/step_time``).
+  Returns ``{'train/<name>': mean over the interval}`` (over the finite
+  values: skipped steps do not poison the mean) plus the progress timings
+  (``train/steps_per_sec``, ``train/step_time``).
   """
-  fetched = fetch_checked(pending)
+  if isinstance(pending, StepMetrics):
+    fetched = pending.pop_interval()
+  else:
+    fetched = fetch_checked(pending)
   timing = progress.update(step)
-  scalars = {f"train/{k}": float(np.mean([m[k] for _, m in fetched]))
+  scalars = {f"train/{k}": _finite_mean([m[k] for _, m in fetched])
              for k in fetched[-1][1]}
+  for k in COUNTERS:  # cumulative: the interval's last value
+    if k in fetched[-1][1]:
+      scalars[f"train/{k}"] = float(np.asarray(fetched[-1][1][k]))
   scalars.update({f"train/{k}": v for k, v in timing.items()})
   writer.write_scalars(step, scalars)
   return scalars
-
-
-def check_finite(step_metrics: list[tuple[int, Mapping[str, Any]]]) -> None:
-  """Raises FloatingPointError naming the first step with a non-finite value."""
-  for step, metrics in step_metrics:
-    for name, value in metrics.items():
-      if not np.all(np.isfinite(np.asarray(value))):
-        raise FloatingPointError(
-            f"non-finite {name}={np.asarray(value)!r} at step {step}; "
-            "stopping (the last checkpoint is intact)")
 
 
 def append_json_record(path: str, record: Mapping[str, Any]) -> None:

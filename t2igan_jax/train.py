@@ -9,12 +9,14 @@ Colab, tests and ``main.py`` all call these:
 
 import logging
 import os
+import shutil
 
 import jax
 import ml_collections
 
 from t2igan_jax import config_validation
 from t2igan_jax import sharding
+from t2igan_jax.errors import ConfigError, WorkdirError
 
 
 class _QuietLibraries(logging.Filter):
@@ -24,16 +26,87 @@ class _QuietLibraries(logging.Filter):
     return record.levelno > logging.INFO or "/orbax/" not in record.pathname
 
 
+def _initialize_distributed(config: ml_collections.ConfigDict) -> None:
+  """``jax.distributed.initialize`` with the config's explicit topology."""
+  if jax.distributed.is_initialized():
+    return
+  jax.distributed.initialize(
+      coordinator_address=config.coordinator_address or None,
+      num_processes=config.num_processes or None,
+      process_id=config.process_id if config.process_id >= 0 else None)
+
+
+def check_workdir(workdir: str, min_free_gb: float) -> None:
+  """Creates ``workdir`` and fails now (WorkdirError naming it) when it
+  cannot be written or has less than ``min_free_gb`` GiB free."""
+  if "://" in workdir:  # gs:// etc.: orbax/tensorstore write there
+    logging.info("workdir %s is remote: not probing it", workdir)
+    return
+  try:
+    os.makedirs(workdir, exist_ok=True)
+  except OSError as e:
+    raise WorkdirError(f"--workdir={workdir} cannot be created: "
+                       f"{e.strerror or e}") from e
+  probe = os.path.join(workdir, f".write_probe_{jax.process_index()}_"
+                       f"{os.getpid()}")
+  try:
+    with open(probe, "wb") as f:
+      f.write(b"t2igan-jax")
+    os.remove(probe)
+  except OSError as e:
+    raise WorkdirError(f"--workdir={workdir} is not writable: "
+                       f"{e.strerror or e}") from e
+  free_gb = shutil.disk_usage(workdir).free / 2**30
+  if free_gb < min_free_gb:
+    raise WorkdirError(
+        f"--workdir={workdir} has {free_gb:.2f} GiB free, less than "
+        f"config.min_free_disk_gb={min_free_gb}: free some space, choose "
+        "another --workdir, or lower config.min_free_disk_gb")
+
+
+def _batch_fields(config: ml_collections.ConfigDict) -> list[str]:
+  """The global batch sizes (config paths) the job will split over devices."""
+  if config.job == "pretrain_damsm":
+    return ["damsm.batch_size"]
+  if config.job == "train_gan":
+    fields = ["gan.batch_size"]
+    if not config.gan.damsm_dir and config.gan.pretrain_damsm_if_missing:
+      fields.append("damsm.batch_size")
+    return fields
+  return []
+
+
+def check_devices(config: ml_collections.ConfigDict) -> None:
+  """ConfigError (before anything is built or compiled) when a global batch
+  does not split evenly over the devices and processes of the data mesh."""
+  available = jax.device_count()
+  if config.num_devices > available:
+    raise ConfigError(
+        f"config.num_devices={config.num_devices} but only {available} devices "
+        "are visible; use 0 for all of them")
+  n = config.num_devices or available
+  processes = jax.process_count()
+  for path in _batch_fields(config):
+    section, name = path.split(".")
+    value = config[section][name]
+    if value % n or value % processes:
+      raise ConfigError(
+          f"config.{path}={value} is not divisible by the {n} devices "
+          f"({processes} process(es)) of the data mesh: use a multiple of {n} "
+          "or set config.num_devices")
+
+
 def _setup(config: ml_collections.ConfigDict, workdir: str) -> None:
   config_validation.validate(config)
   for handler in logging.getLogger().handlers + logging.getLogger("absl").handlers:
     if not any(isinstance(f, _QuietLibraries) for f in handler.filters):
       handler.addFilter(_QuietLibraries())
   if config.distributed:
-    jax.distributed.initialize()
+    _initialize_distributed(config)
   logging.info("t2igan-jax job %s, workdir %s", config.job, workdir)
   logging.info("topology: %s", sharding.describe_topology())
-  os.makedirs(workdir, exist_ok=True)
+  check_devices(config)
+  check_workdir(workdir, config.min_free_disk_gb)
 
 
 def pretrain_damsm(config: ml_collections.ConfigDict, workdir: str):
@@ -48,20 +121,23 @@ def train_gan(config: ml_collections.ConfigDict, workdir: str):
   return gan_train.train(config, workdir)
 
 
-def _not_yet(job):
-  def fn(config, workdir):
-    del config, workdir
-    raise NotImplementedError(
-        f"config.job={job!r} is not implemented yet in t2igan-jax "
-        "(evaluation and sampling arrive with a later release)")
-  return fn
+def evaluate(config: ml_collections.ConfigDict, workdir: str):
+  """FID, IS and R-precision of a checkpoint (config.job='evaluate')."""
+  from t2igan_jax import evaluate as evaluate_lib  # pylint: disable=g-import-not-at-top
+  return evaluate_lib.evaluate(config, workdir)
+
+
+def sample(config: ml_collections.ConfigDict, workdir: str):
+  """Images for every line of a captions file (config.job='sample')."""
+  from t2igan_jax import sample as sample_lib  # pylint: disable=g-import-not-at-top
+  return sample_lib.sample(config, workdir)
 
 
 JOB_FUNCTIONS = {
     "pretrain_damsm": pretrain_damsm,
     "train_gan": train_gan,
-    "evaluate": _not_yet("evaluate"),
-    "sample": _not_yet("sample"),
+    "evaluate": evaluate,
+    "sample": sample,
 }
 
 

@@ -111,3 +111,48 @@ def make_coco_layout(shared_data, root) -> pathlib.Path:
   _dump(keys[:COCO_NUM_TRAIN], root / "train" / "filenames.pickle")
   _dump(keys[COCO_NUM_TRAIN:], root / "test" / "filenames.pickle")
   return root
+
+
+def make_coco_json_layout(shared_data, root, shuffle_seed=0) -> pathlib.Path:
+  """The 11 captioned COCO photos as the official 2014 download is laid out.
+
+  ``annotations/captions_{train,val}2014.json`` in COCO's annotation format,
+  images in ``train2014/`` and ``val2014/``. The first ``COCO_NUM_TRAIN``
+  keys (sorted) become train images, renamed ``COCO_train2014_<same
+  digits>.jpg``; the rest stay val2014. Each annotation keeps its real id and
+  caption; the annotation list is shuffled across images (as in the real
+  files), keeping each image's captions in their shared order.
+  """
+  coco = pathlib.Path(shared_data) / "coco"
+  root = pathlib.Path(root)
+  captions = coco_captions(shared_data)
+  with open(coco / "captions.json", encoding="utf-8") as f:
+    ann_ids = {os.path.splitext(os.path.basename(n))[0]: [a for a, _ in anns]
+               for n, anns in json.load(f).items()}
+  keys = sorted(captions)
+  rng = np.random.default_rng(shuffle_seed)
+  for split, folder, split_keys in (
+      ("train", "train2014", keys[:COCO_NUM_TRAIN]),
+      ("val", "val2014", keys[COCO_NUM_TRAIN:])):
+    (root / folder).mkdir(parents=True, exist_ok=True)
+    images, queues = [], []
+    for key in split_keys:
+      image_id = int(key.rsplit("_", 1)[1])
+      name = f"COCO_{folder}_{image_id:012d}.jpg"
+      shutil.copyfile(coco / "images" / f"{key}.jpg", root / folder / name)
+      with Image.open(coco / "images" / f"{key}.jpg") as img:
+        width, height = img.size
+      images.append({"id": image_id, "file_name": name, "width": width,
+                     "height": height})
+      queues.append([{"id": a, "image_id": image_id, "caption": c}
+                     for a, c in zip(ann_ids[key], captions[key])])
+    annotations = []
+    while any(queues):  # interleave images in a random order
+      j = int(rng.choice([j for j, q in enumerate(queues) if q]))
+      annotations.append(queues[j].pop(0))
+    (root / "annotations").mkdir(exist_ok=True)
+    with open(root / "annotations" / f"captions_{folder}.json", "w",
+              encoding="utf-8") as f:
+      json.dump({"info": {"description": "test"}, "images": images,
+                 "annotations": annotations}, f)
+  return root

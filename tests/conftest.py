@@ -6,11 +6,17 @@ The XLA flag must be set before JAX initialises its backends, hence at import.
 import os
 import pathlib
 import sys
+import tempfile
 
 os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
 ).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# One persistent compilation cache per test session (a fresh temporary
+# directory, removed at exit): tests that build the same program (the tiny GAN
+# step of several whole-job tests) compile it once.
+_CACHE = tempfile.TemporaryDirectory(prefix="t2igan_test_jax_cache_")
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE.name)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:

@@ -458,7 +458,7 @@ def test_generator_rejects_unknown_flags():
     jax.eval_shape(lambda: g.init({"params": jax.random.key(0), "noise": jax.random.key(1)},
                                   jnp.zeros((2, 3)), jnp.zeros((2, 4)), jnp.zeros((2, 3, 4)),
                                   jnp.zeros((2, 3), bool), train=False))
-  g = g.clone(attn_mask_mode="rolled", refiner="ffblock")
+  g = g.clone(attn_mask_mode="rolled", refiner="bogus")
   with pytest.raises(NotImplementedError):
     jax.eval_shape(lambda: g.init({"params": jax.random.key(0), "noise": jax.random.key(1)},
                                   jnp.zeros((2, 3)), jnp.zeros((2, 4)), jnp.zeros((2, 3, 4)),

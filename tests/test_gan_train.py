@@ -1,4 +1,9 @@
-"""Whole-job tests of GAN training: 1 and 8 devices, bitwise resume."""
+"""Whole-job tests of GAN training: each generator family on 1 and 8 devices.
+
+Resume after an interruption is bitwise equal to an uninterrupted run:
+tests/test_reliability.py::test_kills_and_preemptions_change_nothing (10 SIGKILLs
+and a SIGTERM across a run, final state and per-step losses compared).
+"""
 
 import json
 import os
@@ -8,14 +13,21 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from configs import attngan_shapes
 from configs import dmgan_shapes
+from configs import ffgan_shapes
 from t2igan_jax import train
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
-def tiny_config(num_devices, max_steps=2, damsm_dir=""):
-  c = dmgan_shapes.get_config("tiny")
+FAMILY_CONFIGS = {"memory": dmgan_shapes, "ffblock": ffgan_shapes,
+                  "attention": attngan_shapes}
+
+
+def tiny_config(num_devices, max_steps=2, damsm_dir="", refiner="memory"):
+  c = FAMILY_CONFIGS[refiner].get_config("tiny")
+  assert c.model.refiner == refiner
   c.num_devices = num_devices
   c.max_steps = max_steps
   c.gan.epochs = 4
@@ -56,37 +68,21 @@ def test_pretrains_damsm_when_missing_then_trains(tmp_path):
     assert json.load(f)[-1]["step"] == 2
 
 
+@pytest.mark.parametrize("refiner", ["memory", "ffblock", "attention"])
 @pytest.mark.parametrize("num_devices", [1, 8])
-def test_two_steps(tmp_path, damsm_dir, num_devices):
+def test_two_steps(tmp_path, damsm_dir, num_devices, refiner):
+  """Each generator family trains 2 steps (configs/<family>_shapes.py:tiny)."""
   workdir = str(tmp_path / f"g{num_devices}")
-  result = train.run(tiny_config(num_devices, damsm_dir=damsm_dir), workdir)
+  result = train.run(tiny_config(num_devices, damsm_dir=damsm_dir,
+                                 refiner=refiner), workdir)
   assert result["step"] == 2
+  for key in ("train/g_loss", "train/d_loss0", "train/d_loss1"):
+    assert np.isfinite(result[key]), key
   state = _restore_raw(workdir, 2)
   assert int(state["step"]) == 2
   # G moved, EMA moved by (1 - decay) of it, Ds moved, SN vectors advanced.
   leaves = jax.tree.leaves(state["g_params"])
   assert all(np.all(np.isfinite(x)) for x in leaves)
-
-
-def test_resume_is_bitwise_equal(tmp_path, damsm_dir):
-  straight = str(tmp_path / "straight")
-  train.run(tiny_config(8, max_steps=4, damsm_dir=damsm_dir), straight)
-  resumed = str(tmp_path / "resumed")
-  train.run(tiny_config(8, max_steps=2, damsm_dir=damsm_dir), resumed)
-  train.run(tiny_config(8, max_steps=4, damsm_dir=damsm_dir), resumed)
-  a = _restore_raw(straight, 4)
-  b = _restore_raw(resumed, 4)
-  flat_a = jax.tree_util.tree_leaves_with_path(a)
-  flat_b = dict(jax.tree_util.tree_leaves_with_path(b))
-  assert len(flat_a) == len(flat_b)
-  def raw(x):
-    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-      return np.asarray(jax.random.key_data(x))
-    return np.asarray(x)
-
-  for path, x in flat_a:
-    np.testing.assert_array_equal(raw(x), raw(flat_b[path]),
-                                  err_msg=jax.tree_util.keystr(path))
 
 
 def test_missing_damsm_dir_is_named(tmp_path):

@@ -44,13 +44,18 @@ an immutable apply iterates from the stored u without storing
 the collection is immutable); ``False`` never stores. Successive calls inside
 one ``apply`` see each other's u updates, so computing a whole D loss in one
 ``apply`` threads the SN state in call order.
+
+Mixed precision: ``dtype`` (computation dtype, float32 default = reference)
+applies to every conv; parameters and SN state stay float32 and the logits are
+returned in float32 (the BCE losses reduce in float32).
 """
 
-from typing import Optional
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
 
+from t2igan_jax.models import precision
 from t2igan_jax.models.init_utils import torch_default_bias, torch_orthogonal
 from t2igan_jax.models.spectral_norm import SpectralConv
 
@@ -61,44 +66,50 @@ def _lrelu(x):
   return nn.leaky_relu(x, LEAK)
 
 
-def _logits_conv(code, name):
-  """Conv with kernel = stride = code spatial size, bias, no SN -> [B] logits."""
+def _logits_conv(code, name, dtype=jnp.float32):
+  """Conv with kernel = stride = code spatial size, bias, no SN -> [B] float32 logits."""
   b, h, w, c = code.shape
   y = nn.Conv(1, (h, w), strides=(h, w), padding="VALID", use_bias=True,
               kernel_init=torch_orthogonal(),
-              bias_init=torch_default_bias(c * h * w), name=name)(code)
-  return y.reshape(b)
+              bias_init=torch_default_bias(c * h * w), name=name, dtype=dtype,
+              param_dtype=jnp.float32)(code)
+  return y.reshape(b).astype(jnp.float32)
 
 
 class ImageEncoder(nn.Module):
   """D trunk of stage ``stage``: [B, S, S, 3] -> code [B, S/2^(4+stage), ., 8·ndf]."""
   stage: int = 0
   ndf: int = 32
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, *, update_stats: Optional[bool] = None):
+    dt = self.dtype
     for i in range(4):
-      x = _lrelu(SpectralConv(self.ndf * 2 ** i, 4, 2, 1,
+      x = _lrelu(SpectralConv(self.ndf * 2 ** i, 4, 2, 1, dtype=dt,
                               name=f"img_code_s16_{i}")(x, update_stats=update_stats))
     ch = 8 * self.ndf
     for j in range(self.stage):
       ch *= 2
-      x = _lrelu(SpectralConv(ch, 4, 2, 1, name=f"img_code_s{32 * 2 ** j}")(
+      x = _lrelu(SpectralConv(ch, 4, 2, 1, dtype=dt,
+                              name=f"img_code_s{32 * 2 ** j}")(
           x, update_stats=update_stats))
     last = 16 * 2 ** self.stage
     for i in range(self.stage):
       ch //= 2
-      x = _lrelu(SpectralConv(ch, 3, 1, 1, name=f"img_code_s{last}_{i + 1}")(
+      x = _lrelu(SpectralConv(ch, 3, 1, 1, dtype=dt,
+                              name=f"img_code_s{last}_{i + 1}")(
           x, update_stats=update_stats))
     return x
 
 
 class UncondHead(nn.Module):
   """UNCOND_DNET: ``code [B,s,s,8ndf] -> logits [B]`` (conv s×s/s, bias, no SN)."""
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, code):
-    return _logits_conv(code, "outlogits")
+    return _logits_conv(code, "outlogits", self.dtype)
 
 
 class CondHead(nn.Module):
@@ -107,15 +118,17 @@ class CondHead(nn.Module):
       x = LReLU_0.2(SN-conv3×3_{8ndf+E -> 8ndf}([code, tile(sent)]) + b);  logits = conv_{s×s/s}(x)
   """
   ndf: int = 32
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, code, sent, *, update_stats: Optional[bool] = None):
     b, h, w, _ = code.shape
+    code = code.astype(self.dtype)
     s = jnp.broadcast_to(sent[:, None, None, :], (b, h, w, sent.shape[-1]))
-    x = jnp.concatenate([code, s.astype(code.dtype)], axis=-1)
-    x = _lrelu(SpectralConv(8 * self.ndf, 3, 1, 1, name="joint_conv")(
-        x, update_stats=update_stats))
-    return _logits_conv(x, "outlogits")
+    x = jnp.concatenate([code, s.astype(self.dtype)], axis=-1)
+    x = _lrelu(SpectralConv(8 * self.ndf, 3, 1, 1, dtype=self.dtype,
+                            name="joint_conv")(x, update_stats=update_stats))
+    return _logits_conv(x, "outlogits", self.dtype)
 
 
 class Discriminator(nn.Module):
@@ -129,11 +142,12 @@ class Discriminator(nn.Module):
   """
   stage: int = 0
   ndf: int = 32
+  dtype: Any = jnp.float32
 
   def setup(self):
-    self.encoder = ImageEncoder(self.stage, self.ndf)
-    self.uncond_dnet = UncondHead()
-    self.cond_dnet = CondHead(self.ndf)
+    self.encoder = ImageEncoder(self.stage, self.ndf, dtype=self.dtype)
+    self.uncond_dnet = UncondHead(dtype=self.dtype)
+    self.cond_dnet = CondHead(self.ndf, dtype=self.dtype)
 
   def encode(self, x, *, update_stats: Optional[bool] = None):
     return self.encoder(x, update_stats=update_stats)
@@ -154,7 +168,9 @@ def discriminators_from_config(config) -> list:
   """``[Discriminator(stage=k, ndf=config.model.ndf) for k < config.data.branch_num]``.
 
   The text width of the conditional head is taken from the sentence at init
-  (``config.text_encoder.embedding_dim``).
+  (``config.text_encoder.embedding_dim``); the computation dtype from
+  ``config.dtype`` (``precision.compute_dtype``).
   """
-  return [Discriminator(stage=k, ndf=config.model.ndf)
+  dtype = precision.compute_dtype(config)
+  return [Discriminator(stage=k, ndf=config.model.ndf, dtype=dtype)
           for k in range(config.data.branch_num)]

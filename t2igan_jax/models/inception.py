@@ -21,6 +21,11 @@ state-dict key ``Mixed_5b.branch5x5_1.conv.weight`` is the Flax path
 ``...bn.{weight,bias,running_mean,running_var}`` are
 ``params/.../bn/{scale,bias}`` and ``batch_stats/.../bn/{mean,var}``.
 
+Resizing: :func:`resize_bilinear` implements the three bilinear pixel alignments
+of SPEC-eval §3.5 (``'align_corners'`` for DAMSM, ``'half_pixel'`` for
+pytorch-fid, ``'tf_legacy'`` for the TTUR TF graph) as exact interpolation
+matrices (no antialiasing, like ``F.interpolate`` and TF1 ``ResizeBilinear``).
+
 Shapes for a 299x299 input (SPEC-dmgan §5.1): stem 149 -> 147 -> 147 -> pool 73 ->
 71 -> pool 35; Mixed_5b/c/d 35x35x{256,288,288}; Mixed_6a..6e 17x17x768;
 Mixed_7a 8x8x1280; Mixed_7b/c 8x8x2048.
@@ -71,10 +76,37 @@ def _pool_3x3_s1(x: jax.Array, kind: str, count_include_pad: bool) -> jax.Array:
   raise ValueError(f"pool must be 'avg' or 'max', got {kind!r}")
 
 
-def interpolation_matrix(in_size: int, out_size: int) -> np.ndarray:
-  """[out, in] bilinear weights with align_corners=True: src = dst*(in-1)/(out-1)."""
-  scale = (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
-  src = np.arange(out_size, dtype=np.float64) * scale
+RESIZE_MODES = ("align_corners", "half_pixel", "tf_legacy")
+
+
+def source_coordinates(in_size: int, out_size: int,
+                       mode: str = "align_corners") -> np.ndarray:
+  """Source coordinate (float64 [out]) of each destination pixel, SPEC-eval §3.5.
+
+  'align_corners': src = dst*(in-1)/(out-1)  (PyTorch align_corners=True);
+  'half_pixel':    src = max((dst+0.5)*in/out - 0.5, 0)  (PyTorch
+                   align_corners=False, which clamps negative coordinates to 0);
+  'tf_legacy':     src = dst*in/out  (TF1 ``ResizeBilinear``, align_corners=False).
+  """
+  dst = np.arange(out_size, dtype=np.float64)
+  if mode == "align_corners":
+    scale = (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
+    return dst * scale
+  if mode == "half_pixel":
+    return np.maximum((dst + 0.5) * (in_size / out_size) - 0.5, 0.0)
+  if mode == "tf_legacy":
+    return dst * (in_size / out_size)
+  raise ValueError(f"resize mode must be one of {RESIZE_MODES}, got {mode!r}")
+
+
+def interpolation_matrix(in_size: int, out_size: int,
+                         mode: str = "align_corners") -> np.ndarray:
+  """[out, in] bilinear weights; ``mode`` picks the pixel alignment (default align_corners).
+
+  Row ``y`` puts weight ``1 - f`` on ``floor(src)`` and ``f`` on the next pixel
+  (clamped to the last one), with ``src`` from :func:`source_coordinates`.
+  """
+  src = source_coordinates(in_size, out_size, mode)
   lo = np.clip(np.floor(src).astype(np.int64), 0, in_size - 1)
   hi = np.minimum(lo + 1, in_size - 1)
   frac = src - lo
@@ -83,6 +115,25 @@ def interpolation_matrix(in_size: int, out_size: int) -> np.ndarray:
   np.add.at(m, (rows, lo), 1.0 - frac)
   np.add.at(m, (rows, hi), frac)
   return m.astype(np.float32)
+
+
+def resize_bilinear(images: jax.Array, size: int | Sequence[int],
+                    mode: str = "align_corners") -> jax.Array:
+  """Bilinear resize of NHWC images with the pixel alignment ``mode`` (RESIZE_MODES).
+
+  ``out[b, y, x, c] = sum_{h, w} Ry[y, h] Rx[x, w] images[b, h, w, c]`` with the
+  interpolation matrices of :func:`interpolation_matrix`. No antialiasing (as
+  ``F.interpolate`` and TF1 ``ResizeBilinear``). A no-op when the size matches.
+  """
+  out_h, out_w = (size, size) if isinstance(size, int) else tuple(size)
+  in_h, in_w = images.shape[1], images.shape[2]
+  if (in_h, in_w) == (out_h, out_w):
+    return images
+  ry = jnp.asarray(interpolation_matrix(in_h, out_h, mode))
+  rx = jnp.asarray(interpolation_matrix(in_w, out_w, mode))
+  hp = jax.lax.Precision.HIGHEST
+  y = jnp.einsum("yh,bhwc->bywc", ry, images, precision=hp)
+  return jnp.einsum("xw,bywc->byxc", rx, y, precision=hp)
 
 
 def resize_bilinear_align_corners(images: jax.Array,
@@ -94,15 +145,7 @@ def resize_bilinear_align_corners(images: jax.Array,
   uses half-pixel centres and does not match, SPEC-dmgan §10.5). Corner pixels
   are preserved exactly. A no-op when the size already matches.
   """
-  out_h, out_w = (size, size) if isinstance(size, int) else tuple(size)
-  in_h, in_w = images.shape[1], images.shape[2]
-  if (in_h, in_w) == (out_h, out_w):
-    return images
-  ry = jnp.asarray(interpolation_matrix(in_h, out_h))
-  rx = jnp.asarray(interpolation_matrix(in_w, out_w))
-  hp = jax.lax.Precision.HIGHEST
-  y = jnp.einsum("yh,bhwc->bywc", ry, images, precision=hp)
-  return jnp.einsum("xw,bywc->byxc", rx, y, precision=hp)
+  return resize_bilinear(images, size, "align_corners")
 
 
 class BasicConv2d(nn.Module):

@@ -19,6 +19,7 @@ Converter: ``h_net1.fc.0.weight`` (32768, 200) -> ``h_net1/fc/kernel`` (200, 327
 """
 
 import math
+from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -32,6 +33,7 @@ class InitialStage(nn.Module):
   ngf: int = 64
   out_size: int = 64
   bn_running_var: str = "unbiased"
+  dtype: Any = jnp.float32   # computation dtype (params float32)
 
   @property
   def num_upsamples(self) -> int:
@@ -44,13 +46,13 @@ class InitialStage(nn.Module):
   def __call__(self, c, z, *, train: bool):
     n = self.num_upsamples
     c0 = self.ngf * 2 ** n
-    x = jnp.concatenate([c, z], axis=-1)
+    x = jnp.concatenate([c, z], axis=-1).astype(self.dtype)
     x = nn.Dense(c0 * 4 * 4 * 2, use_bias=False, kernel_init=torch_orthogonal(),
-                 name="fc")(x)
+                 name="fc", dtype=self.dtype, param_dtype=jnp.float32)(x)
     x = batch_norm(self.bn_running_var, name="fc_bn")(x, use_running_average=not train)
     x = glu(x)                                        # [B, c0·16]
     h = x.reshape(x.shape[0], c0, 4, 4).transpose(0, 2, 3, 1)   # channel-major -> NHWC
     for i in range(n):
-      h = UpBlock(c0 // 2 ** (i + 1), self.bn_running_var,
+      h = UpBlock(c0 // 2 ** (i + 1), self.bn_running_var, dtype=self.dtype,
                   name=f"upsample{i + 1}")(h, train=train)
     return h

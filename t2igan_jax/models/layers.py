@@ -18,11 +18,18 @@ All convs here are bias-free with explicit padding; kernels are orthogonal
 (gain 1) in PyTorch's ``out x in·kh·kw`` view; BatchNorm uses PyTorch's
 semantics (eps 1e-5, Flax momentum 0.9 = torch 0.1, unbiased running variance by
 default, scale ``~ N(1, 0.02)``, bias 0).
+
+Mixed precision: every module takes ``dtype`` (the computation dtype, default
+float32 = the reference); convs run in it with float32 parameters
+(``param_dtype``), BatchNorm reduces its statistics in float32 and returns
+``dtype`` (``batch_norm.BatchNorm``).
 """
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from typing import Any
 
 from t2igan_jax.models.batch_norm import BatchNorm
 from t2igan_jax.models.init_utils import bn_scale_init, torch_orthogonal
@@ -47,16 +54,21 @@ def upsample_nearest2x(x: jnp.ndarray) -> jnp.ndarray:
   return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
 
 
-def conv3x3(features: int, name=None) -> nn.Conv:
-  """3x3 conv, stride 1, padding 1 (explicit), no bias, orthogonal kernel."""
+def conv3x3(features: int, name=None, dtype: Any = jnp.float32) -> nn.Conv:
+  """3x3 conv, stride 1, padding 1 (explicit), no bias, orthogonal kernel.
+
+  Computes in ``dtype``; the kernel is stored in float32.
+  """
   return nn.Conv(features, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)),
-                 use_bias=False, kernel_init=torch_orthogonal(), name=name)
+                 use_bias=False, kernel_init=torch_orthogonal(), name=name,
+                 dtype=dtype, param_dtype=jnp.float32)
 
 
-def conv1x1(features: int, name=None) -> nn.Conv:
-  """1x1 conv, no bias, orthogonal kernel."""
+def conv1x1(features: int, name=None, dtype: Any = jnp.float32) -> nn.Conv:
+  """1x1 conv, no bias, orthogonal kernel (computes in ``dtype``, float32 kernel)."""
   return nn.Conv(features, (1, 1), strides=(1, 1), padding=((0, 0), (0, 0)),
-                 use_bias=False, kernel_init=torch_orthogonal(), name=name)
+                 use_bias=False, kernel_init=torch_orthogonal(), name=name,
+                 dtype=dtype, param_dtype=jnp.float32)
 
 
 def batch_norm(running_var: str = "unbiased", name=None) -> BatchNorm:
@@ -74,11 +86,12 @@ class UpBlock(nn.Module):
   """
   features: int
   bn_running_var: str = "unbiased"
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, *, train: bool):
-    x = upsample_nearest2x(x)
-    x = conv3x3(2 * self.features, name="conv")(x)
+    x = upsample_nearest2x(x.astype(self.dtype))
+    x = conv3x3(2 * self.features, name="conv", dtype=self.dtype)(x)
     x = batch_norm(self.bn_running_var, name="bn")(x, use_running_average=not train)
     return glu(x)
 
@@ -90,21 +103,29 @@ class ResBlock(nn.Module):
   Params: ``conv1`` [3,3,C,2C], ``bn1`` [2C], ``conv2`` [3,3,C,C], ``bn2`` [C].
   """
   bn_running_var: str = "unbiased"
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, *, train: bool):
     c = x.shape[-1]
-    y = conv3x3(2 * c, name="conv1")(x)
+    x = x.astype(self.dtype)
+    y = conv3x3(2 * c, name="conv1", dtype=self.dtype)(x)
     y = batch_norm(self.bn_running_var, name="bn1")(y, use_running_average=not train)
     y = glu(y)
-    y = conv3x3(c, name="conv2")(y)
+    y = conv3x3(c, name="conv2", dtype=self.dtype)(y)
     y = batch_norm(self.bn_running_var, name="bn2")(y, use_running_average=not train)
     return y + x
 
 
 class ImageHead(nn.Module):
-  """GET_IMAGE_G: ``tanh(conv3x3_{ngf->3}(h))``, no bias. [B,H,W,ngf] -> [B,H,W,3] in (-1, 1)."""
+  """GET_IMAGE_G: ``tanh(conv3x3_{ngf->3}(h))``, no bias. [B,H,W,ngf] -> [B,H,W,3] in (-1, 1).
+
+  Computes in ``dtype``; the image is returned in float32 (what D and the
+  DAMSM image encoder consume).
+  """
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, h):
-    return jnp.tanh(conv3x3(3, name="conv")(h))
+    y = conv3x3(3, name="conv", dtype=self.dtype)(h.astype(self.dtype))
+    return jnp.tanh(y.astype(jnp.float32))

@@ -15,6 +15,10 @@ Index letters: b batch, q pixel (row-major over (y, x) = NHWC reshape to
     g_r[b,q]  = σ(Σ_c [h, o][b,q,c] Wr[c] + br)          response gate ([h, o] order)
     h'        = h (1 - g_r) + o g_r
 
+Mixed precision: ``dtype`` is the computation dtype (float32 default); Dense /
+conv parameters stay float32; the addressing softmax runs in float32
+(``masked_word_softmax``) and α is cast back to ``dtype`` for value reading.
+
 Conv1d(k=1) layers of the reference are ``Dense`` layers here (orthogonal
 kernel, PyTorch default bias ``U(±1/sqrt(fan_in))``); ``A`` and ``B`` are
 bias-free ``Dense(1)`` (orthogonal init of a 1×n matrix = a random unit vector).
@@ -33,6 +37,8 @@ Converter (reference ``h_netK.*`` -> Flax ``h_netK/...``; Conv1d weight (O, I, 1
 =====================================  ===========================================
 """
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -42,9 +48,11 @@ from t2igan_jax.models.init_utils import torch_default_bias, torch_orthogonal
 ATTN_MASK_MODES = ("rolled", "per_caption")
 
 
-def _dense(features: int, fan_in: int, *, use_bias: bool = True, name=None) -> nn.Dense:
+def _dense(features: int, fan_in: int, *, use_bias: bool = True, name=None,
+           dtype: Any = jnp.float32) -> nn.Dense:
   return nn.Dense(features, use_bias=use_bias, kernel_init=torch_orthogonal(),
-                  bias_init=torch_default_bias(fan_in), name=name)
+                  bias_init=torch_default_bias(fan_in), name=name, dtype=dtype,
+                  param_dtype=jnp.float32)
 
 
 def expand_word_mask(mask: jnp.ndarray, num_pixels: int, mode: str) -> jnp.ndarray:
@@ -72,8 +80,10 @@ def masked_word_softmax(logits: jnp.ndarray, mask: jnp.ndarray) -> jnp.ndarray:
   The reference fills masked logits with -inf. A finite ``finfo.min`` gives the
   identical result whenever a row keeps at least one visible slot (always the
   case for real captions, which have >= 1 word) and a uniform row instead of NaN
-  for a fully masked one.
+  for a fully masked one. Computed in float32 whatever the logits' dtype
+  (mixed precision); the result is float32.
   """
+  logits = logits.astype(jnp.float32)
   logits = jnp.where(mask, jnp.finfo(logits.dtype).min, logits)
   return jax.nn.softmax(logits, axis=-1)
 
@@ -91,18 +101,20 @@ class MemoryWriter(nn.Module):
   """
   memory_dim: int = 128
   stop_grad: bool = True
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, h, words):
-    r_bar = jnp.mean(h, axis=(1, 2))                       # [B, C]
+    r_bar = jnp.mean(h.astype(jnp.float32), axis=(1, 2)).astype(self.dtype)  # [B, C]
     if self.stop_grad:
       r_bar = jax.lax.stop_gradient(r_bar)
     e, c = words.shape[-1], r_bar.shape[-1]
-    gate_w = _dense(1, e, use_bias=False, name="A")(words)[..., 0]     # [B, T]
-    gate_r = _dense(1, c, use_bias=False, name="B")(r_bar)             # [B, 1]
+    dense = lambda *a, **k: _dense(*a, **k, dtype=self.dtype)
+    gate_w = dense(1, e, use_bias=False, name="A")(words)[..., 0]      # [B, T]
+    gate_r = dense(1, c, use_bias=False, name="B")(r_bar)              # [B, 1]
     g = jax.nn.sigmoid(gate_w + gate_r)                                 # [B, T]
-    m_w = nn.relu(_dense(self.memory_dim, e, name="M_w")(words))        # [B, T, m]
-    m_r = nn.relu(_dense(self.memory_dim, c, name="M_r")(r_bar))        # [B, m]
+    m_w = nn.relu(dense(self.memory_dim, e, name="M_w")(words))         # [B, T, m]
+    m_r = nn.relu(dense(self.memory_dim, c, name="M_r")(r_bar))         # [B, m]
     return m_w * g[..., None] + m_r[:, None, :] * (1.0 - g[..., None])
 
 
@@ -117,13 +129,16 @@ class KeyAddressing(nn.Module):
   'per_caption'; see ``expand_word_mask``.
   """
   mask_mode: str = "rolled"
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, h, memory, mask):
     b, hh, ww, c = h.shape
     q = hh * ww
-    keys = nn.relu(_dense(c, memory.shape[-1], name="key")(memory))   # [B, T, C]
-    logits = jnp.einsum("bqc,btc->bqt", h.reshape(b, q, c), keys)
+    keys = nn.relu(_dense(c, memory.shape[-1], name="key",
+                          dtype=self.dtype)(memory))                  # [B, T, C]
+    logits = jnp.einsum("bqc,btc->bqt", h.reshape(b, q, c).astype(self.dtype),
+                        keys)
     return masked_word_softmax(logits, expand_word_mask(mask, q, self.mask_mode))
 
 
@@ -133,11 +148,13 @@ class ValueReading(nn.Module):
       V[b,t,c] = ReLU(M W_v + b_v);   o[b,q,c] = einsum('bqt,btc->bqc', α, V)
   """
   features: int
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, memory, alpha):
-    values = nn.relu(_dense(self.features, memory.shape[-1], name="value")(memory))
-    return jnp.einsum("bqt,btc->bqc", alpha, values)
+    values = nn.relu(_dense(self.features, memory.shape[-1], name="value",
+                            dtype=self.dtype)(memory))
+    return jnp.einsum("bqt,btc->bqc", alpha.astype(self.dtype), values)
 
 
 class ResponseGate(nn.Module):
@@ -146,12 +163,15 @@ class ResponseGate(nn.Module):
       g_r = σ(conv1x1_{2C->1}([h, o]) + b)   (concat order [h, o])
       h'  = h·(1 - g_r) + o·g_r
   """
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, h, o):
+    h, o = h.astype(self.dtype), o.astype(self.dtype)
     x = jnp.concatenate([h, o], axis=-1)
     gate = nn.Conv(1, (1, 1), padding=((0, 0), (0, 0)), use_bias=True,
                    kernel_init=torch_orthogonal(),
-                   bias_init=torch_default_bias(x.shape[-1]), name="conv")(x)
+                   bias_init=torch_default_bias(x.shape[-1]), name="conv",
+                   dtype=self.dtype, param_dtype=jnp.float32)(x)
     gate = jax.nn.sigmoid(gate)
     return h * (1.0 - gate) + o * gate

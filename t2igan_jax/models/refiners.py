@@ -1,12 +1,18 @@
 """Refinement stages (NEXT_STAGE_G) of the generator, NHWC.
 
 Every refiner family shares one signature so the generator can swap them
-(``config.model.refiner``: 'memory' = DM-GAN here; 'ffblock' (FF-GAN) and
-'attention' (AttnGAN) slot in later with the same interface)::
+(``config.model.refiner``: 'memory' = DM-GAN, 'ffblock' = FF-GAN, 'attention' =
+AttnGAN)::
 
     stage(h [B,H,W,ngf], words [B,T,text_dim], mask bool[B,T] (True = padding),
-          sent [B,text_dim], *, train: bool)
+          sent [B,text_dim], train: bool)
       -> (h_out [B,2H,2W,ngf], attention [B,T,H,W])
+
+``train`` may be passed positionally (argument 5, counting ``self`` as 0) so
+``nn.remat(stage, static_argnums=(5,))`` can keep it static (``make_refiner``
+with ``remat=True``). ``dtype`` is the computation dtype (float32 default =
+reference); parameters stay float32, softmaxes and BatchNorm statistics are
+float32, ``h_out`` is in ``dtype`` and ``attention`` in float32.
 
 ``attention`` is the word-attention map in the reference's own layout
 (``α`` transposed to B×T×H×W, used only for visualisation); ``h_out`` feeds the
@@ -20,16 +26,26 @@ t >= max(cap_lens) of the (global) batch, which reproduces T = batch max;
 are padding for every caption, so the caption mask already hides them in every
 row, whichever caption's mask a row gets under the rolled mask (SPEC-dmgan §3.4).
 They differ only for refiners that do not use the caption mask (FF-GAN).
+
+Parameter paths keep the reference module names (``h_netK.<name>`` ->
+``h_netK/<name>``; ``residual.{r}`` -> ``residual_{r}``; leaves in the docstrings
+of ``layers``, ``memory``, ``word_attention``, ``ffblock`` and ``gsr``).
 """
+
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
 
+from t2igan_jax.models.ffblock import FFBlock
+from t2igan_jax.models.gsr import GSR
 from t2igan_jax.models.layers import ResBlock, UpBlock
 from t2igan_jax.models.memory import (KeyAddressing, MemoryWriter, ResponseGate,
-                                      ValueReading)
+                                      ValueReading, expand_word_mask)
+from t2igan_jax.models.word_attention import WordContextAttention
 
 WORD_AXIS_LENGTHS = ("batch_max", "words_num")
+FFGAN_WORD_MASKS = ("none", "padding")
 
 
 def beyond_batch_max(mask: jnp.ndarray) -> jnp.ndarray:
@@ -45,6 +61,45 @@ def apply_word_axis_length(mask: jnp.ndarray, word_axis_length: str) -> jnp.ndar
     return mask
   raise ValueError(
       f"word_axis_length must be one of {WORD_AXIS_LENGTHS}, got {word_axis_length!r}")
+
+
+def ffgan_attention_mask(mask: jnp.ndarray, word_mask: str,
+                         word_axis_length: str) -> jnp.ndarray:
+  """FF-GAN's word-attention mask, bool broadcastable to [B, Q, T] (True = masked).
+
+  ``word_mask='none'`` (reference, SPEC-ffgan §2): padded slots stay visible;
+  only the columns t >= max(cap_lens) are hidden under 'batch_max' (= the
+  reference's per-batch T) and nothing under 'words_num'.
+  ``'padding'`` (deviation): each caption's own padding is hidden (per caption,
+  not rolled), plus the 'batch_max' columns (padding anyway).
+  """
+  if word_mask == "padding":
+    return apply_word_axis_length(mask, word_axis_length)[:, None, :]
+  if word_mask == "none":
+    if word_axis_length == "batch_max":
+      return beyond_batch_max(mask)[None, None, :]
+    if word_axis_length == "words_num":
+      return jnp.zeros((1, 1, mask.shape[1]), jnp.bool_)
+    raise ValueError(f"word_axis_length must be one of {WORD_AXIS_LENGTHS}, "
+                     f"got {word_axis_length!r}")
+  raise ValueError(
+      f"ffgan_word_mask must be one of {FFGAN_WORD_MASKS}, got {word_mask!r}")
+
+
+def _attention_map(alpha: jnp.ndarray, hh: int, ww: int) -> jnp.ndarray:
+  """α [B, H·W, T] -> the reference's visualisation layout [B, T, H, W]."""
+  b, _, t = alpha.shape
+  return alpha.transpose(0, 2, 1).reshape(b, t, hh, ww)
+
+
+def _check_train(train):
+  if train is None:
+    raise TypeError("a refinement stage needs train=True/False (BatchNorm mode)")
+
+
+def _check_channels(h, ngf):
+  if h.shape[-1] != ngf:
+    raise ValueError(f"refiner expects {ngf} input channels, got {h.shape[-1]}")
 
 
 class MemoryRefinementStage(nn.Module):
@@ -69,33 +124,159 @@ class MemoryRefinementStage(nn.Module):
   memory_gate_stop_grad: bool = True
   memory_self_concat: bool = True
   bn_running_var: str = "unbiased"
+  dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, h, words, mask, sent=None, *, train: bool):
+  def __call__(self, h, words, mask, sent=None, train: Optional[bool] = None):
     del sent
+    _check_train(train)
+    _check_channels(h, self.ngf)
     b, hh, ww, c = h.shape
-    if c != self.ngf:
-      raise ValueError(f"refiner expects {self.ngf} input channels, got {c}")
+    dt = self.dtype
+    h, words = h.astype(dt), words.astype(dt)
     mask = apply_word_axis_length(mask, self.word_axis_length)
-    memory = MemoryWriter(self.memory_dim, self.memory_gate_stop_grad,
+    memory = MemoryWriter(self.memory_dim, self.memory_gate_stop_grad, dtype=dt,
                           name="memory_writer")(h, words)
-    alpha = KeyAddressing(self.attn_mask_mode, name="key_addressing")(h, memory, mask)
-    o = ValueReading(c, name="value_reading")(memory, alpha).reshape(b, hh, ww, c)
-    h_new = ResponseGate(name="response_gate")(h, o)
+    alpha = KeyAddressing(self.attn_mask_mode, dtype=dt,
+                          name="key_addressing")(h, memory, mask)
+    o = ValueReading(c, dtype=dt, name="value_reading")(memory, alpha).reshape(
+        b, hh, ww, c)
+    h_new = ResponseGate(dtype=dt, name="response_gate")(h, o)
     x = jnp.concatenate([h_new, h_new if self.memory_self_concat else o], axis=-1)
     for r in range(self.r_num):
-      x = ResBlock(self.bn_running_var, name=f"residual_{r}")(x, train=train)
-    out = UpBlock(self.ngf, self.bn_running_var, name="upsample")(x, train=train)
-    attention = alpha.transpose(0, 2, 1).reshape(b, words.shape[1], hh, ww)
-    return out, attention
+      x = ResBlock(self.bn_running_var, dtype=dt, name=f"residual_{r}")(x, train=train)
+    out = UpBlock(self.ngf, self.bn_running_var, dtype=dt, name="upsample")(
+        x, train=train)
+    return out, _attention_map(alpha, hh, ww)
 
 
-REFINERS = {"memory": MemoryRefinementStage}
+class FFRefinementStage(nn.Module):
+  """FF-GAN NEXT_STAGE_G (SPEC-ffgan §2-§3, "How FF-Block and GSR combine").
+
+      h_w, α = FFBlock(h, w, mask per ``word_mask``/``word_axis_length``)  [B,H,W,ngf]
+      g      = GSR(h, sent)               raw DAMSM sentence embedding     [B,H,W,ngf]
+      x      = [h_w, g]                   FF output first                  [B,H,W,2ngf]
+      out    = UpBlock_{2ngf->ngf}(ResBlock^r_num(x))                      [B,2H,2W,ngf]
+
+  ``word_mask`` (config ``model.ffgan_word_mask``): 'none' (reference: the
+  released code does not mask the word attention, so padded slots, exact zeros,
+  take softmax mass exp(0)/Z) | 'padding' (deviation: each caption's padding is
+  excluded). ``word_axis_length`` 'batch_max' (reference: T = the batch's longest
+  caption) | 'words_num' (all WORDS_NUM slots take part); see
+  ``ffgan_attention_mask``. The attention depends on the whole (global) batch
+  only through max(cap_lens).
+
+  Converter (reference ``h_netK.*`` -> ``h_netK/...``):
+
+  =============================================  ==================================
+  reference key                                  Flax path
+  =============================================  ==================================
+  ``w_att.conv_context.weight``                  ``ff_block/w_att/conv_context/kernel``
+  ``affine.{conv,conv_weight,conv_bias}.weight``  ``ff_block/affine/{...}/kernel``
+  ``s_att.conv_context.weight``                  ``s_att/conv_context/kernel``
+  ``residual.{r}.block.{0,1,3,4}.*``             ``residual_{r}/{conv1,bn1,conv2,bn2}``
+  ``upsample.{1,2}.*``                           ``upsample/{conv,bn}``
+  =============================================  ==================================
+
+  Dead reference keys, not created here (the leftover DM-GAN memory modules get
+  no gradient and do not touch the output; SPEC-ffgan §1, §7): ``A.weight``,
+  ``B.weight``, ``M_r.0.{weight,bias}``, ``M_w.0.{weight,bias}``,
+  ``key.0.{weight,bias}``, ``value.0.{weight,bias}``,
+  ``response_gate.0.{weight,bias}`` — 58,177 parameters per stage, 116,354 per
+  bird/COCO G. A converter drops them.
+  """
+  ngf: int = 64
+  r_num: int = 2
+  word_mask: str = "none"
+  word_axis_length: str = "batch_max"
+  bn_running_var: str = "unbiased"
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, h, words, mask, sent=None, train: Optional[bool] = None):
+    _check_train(train)
+    if sent is None:
+      raise TypeError("FFRefinementStage needs the sentence embedding (GSR)")
+    _check_channels(h, self.ngf)
+    _, hh, ww, _ = h.shape
+    dt = self.dtype
+    h, words, sent = h.astype(dt), words.astype(dt), sent.astype(dt)
+    att_mask = ffgan_attention_mask(mask, self.word_mask, self.word_axis_length)
+    h_w, alpha = FFBlock(dtype=dt, name="ff_block")(h, words, att_mask)
+    g = GSR(dtype=dt, name="s_att")(h, sent)
+    x = jnp.concatenate([h_w, g], axis=-1)
+    for r in range(self.r_num):
+      x = ResBlock(self.bn_running_var, dtype=dt, name=f"residual_{r}")(x, train=train)
+    out = UpBlock(self.ngf, self.bn_running_var, dtype=dt, name="upsample")(
+        x, train=train)
+    return out, _attention_map(alpha, hh, ww)
 
 
-def make_refiner(kind: str, **kwargs) -> nn.Module:
-  """Builds a refinement stage of family ``kind`` ('memory'; more in later issues)."""
+class AttentionRefinementStage(nn.Module):
+  """AttnGAN NEXT_STAGE_G (SPEC-dmgan §3.5).
+
+      ctx, α = WordContextAttention(h, w, mask)    [B,H,W,ngf]   (``att``)
+      x      = [h, ctx]                            h first       [B,H,W,2ngf]
+      out    = UpBlock_{2ngf->ngf}(ResBlock^r_num(x))            [B,2H,2W,ngf]
+
+  The mask is the caption padding mask with the same row alignment as DM-GAN's
+  (``attn_mask_mode``: 'rolled' reference | 'per_caption'; pass the global,
+  length-sorted batch) and ``word_axis_length`` ('batch_max' = 'words_num' here,
+  the extra columns are padding in every row). ``sent`` is unused.
+
+  Converter (reference ``h_netK.*`` -> ``h_netK/...``):
+
+  =========================================  ======================================
+  reference key                              Flax path
+  =========================================  ======================================
+  ``att.conv_context.weight`` (ngf,256,1,1)  ``att/conv_context/kernel`` (256, ngf)
+  ``residual.{r}.block.{0,1,3,4}.*``         ``residual_{r}/{conv1,bn1,conv2,bn2}``
+  ``upsample.{1,2}.*``                       ``upsample/{conv,bn}``
+  =========================================  ======================================
+  """
+  ngf: int = 64
+  r_num: int = 2
+  attn_mask_mode: str = "rolled"
+  word_axis_length: str = "batch_max"
+  bn_running_var: str = "unbiased"
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, h, words, mask, sent=None, train: Optional[bool] = None):
+    del sent
+    _check_train(train)
+    _check_channels(h, self.ngf)
+    _, hh, ww, _ = h.shape
+    dt = self.dtype
+    h, words = h.astype(dt), words.astype(dt)
+    mask = apply_word_axis_length(mask, self.word_axis_length)
+    row_mask = expand_word_mask(mask, hh * ww, self.attn_mask_mode)
+    ctx, alpha = WordContextAttention(dtype=dt, name="att")(h, words, row_mask)
+    x = jnp.concatenate([h, ctx], axis=-1)
+    for r in range(self.r_num):
+      x = ResBlock(self.bn_running_var, dtype=dt, name=f"residual_{r}")(x, train=train)
+    out = UpBlock(self.ngf, self.bn_running_var, dtype=dt, name="upsample")(
+        x, train=train)
+    return out, _attention_map(alpha, hh, ww)
+
+
+REFINERS = {"memory": MemoryRefinementStage,
+            "ffblock": FFRefinementStage,
+            "attention": AttentionRefinementStage}
+
+
+def make_refiner(kind: str, *, remat: bool = False, **kwargs) -> nn.Module:
+  """Builds a refinement stage of family ``kind`` ('memory' | 'ffblock' | 'attention').
+
+  ``remat=True`` wraps the stage in ``nn.remat`` (activation rematerialisation:
+  its activations are recomputed in the backward pass instead of stored; same
+  parameter paths, same values). Call it with ``train`` positionally:
+  ``stage(h, words, mask, sent, train)``.
+  """
   if kind not in REFINERS:
     raise NotImplementedError(
         f"refiner {kind!r} is not implemented (available: {sorted(REFINERS)})")
-  return REFINERS[kind](**kwargs)
+  cls = REFINERS[kind]
+  if remat:
+    cls = nn.remat(cls, static_argnums=(5,))
+  return cls(**kwargs)

@@ -38,7 +38,7 @@ discriminators have no BatchNorm, so a D's 'batch_stats' holds only SN vectors,
 and G and D states are threaded the same way (``mutable=['batch_stats']``).
 """
 
-from typing import Optional
+from typing import Any, Optional
 
 import flax.linen as nn
 import jax
@@ -76,6 +76,9 @@ class SpectralConv(nn.Module):
   padding: int = 0
   epsilon: float = SN_EPSILON
   collection: str = "batch_stats"
+  # Computation dtype of the conv (float32 = reference). The kernel, bias, u
+  # and the power iteration stay float32; kernel/σ is cast to it.
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x, *, update_stats: Optional[bool] = None):
@@ -93,7 +96,9 @@ class SpectralConv(nn.Module):
     if update_stats and not self.is_initializing():
       u_var.value = u_new
     p = self.padding
+    x = x.astype(self.dtype)
     y = jax.lax.conv_general_dilated(
-        x, (kernel / sigma).astype(x.dtype), window_strides=(self.strides, self.strides),
+        x, (kernel / sigma).astype(self.dtype),
+        window_strides=(self.strides, self.strides),
         padding=((p, p), (p, p)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    return y + bias
+    return y + bias.astype(self.dtype)

@@ -1,0 +1,366 @@
+"""Images for every line of a captions file (``config.job = 'sample'``).
+
+For each line of ``config.sample.captions_file`` (one caption per line, as
+``../shared/data/example_captions/*.txt``):
+
+1. tokenised with the project tokenizer (``input_pipeline.text.tokenize``);
+   words outside the DAMSM vocabulary are reported and dropped (the reference
+   ``gen_example`` drops them silently); no WORDS_NUM truncation (as
+   ``gen_example``);
+2. ``config.sample.num_per_caption`` samples of the EMA generator in eval mode
+   (BN running statistics, SPEC-dmgan §8.5), z ~ N(0, I) from
+   ``fold_in(key(sample.seed), line)`` so a line's images do not depend on the
+   other lines;
+3. written to ``output_dir`` (default ``workdir/samples_<step>``)::
+
+     caption_<LLL>.png                    grid: one row per sample, one column
+                                          per stage (upsampled to the last
+                                          size), the caption above it
+     caption_<LLL>_attention_stage<k>.png per refinement stage k (k = 2..): the
+                                          final image, then one word-attention
+                                          map per used word over it, per sample
+     caption_<LLL>.txt                    the caption, used and unknown words,
+                                          or the error for this line
+     report.json                          every line's outcome and files
+
+   (``LLL`` = the 1-based line number, zero-padded to 3 digits).
+
+An empty line or a line with no known word is an error *for that line*: it is
+recorded (report and log) and the other lines are still sampled. The job
+raises only when no line could be sampled.
+
+Captions of one file are padded to the file's longest caption so that one
+compiled generator serves every line; padded word slots are masked (for
+DM-GAN they change nothing, see ``models/refiners.py``).
+
+:func:`restore_generator` (also used by ``job = evaluate``) loads the
+generator of a ``train_gan`` (or converted) checkpoint with its frozen DAMSM
+encoders and vocabulary.
+"""
+
+import dataclasses
+import functools
+import json
+import logging
+import os
+import textwrap
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from input_pipeline import pipeline as input_pipeline
+from input_pipeline.text import Vocabulary, tokenize
+from t2igan_jax import checkpointing
+from t2igan_jax import damsm_pretrain
+from t2igan_jax import gan_train
+from t2igan_jax import metric_writer
+from t2igan_jax import sharding
+from t2igan_jax.errors import CheckpointError, ConfigError
+
+REPORT_FILE = "report.json"
+
+
+# ----------------------------------------------------------- checkpoints
+@dataclasses.dataclass
+class RestoredGenerator:
+  """A trained generator ready to sample (all arrays on the default device)."""
+  models: gan_train.GanModels
+  g_params: Any          # the EMA parameters (what the reference samples)
+  g_stats: Any           # BN running statistics ('live', reference)
+  enc: gan_train.Encoders
+  vocab: Vocabulary
+  step: int
+  meta: dict[str, Any]
+  damsm_dir: str
+
+
+def checkpoint_dir(workdir: str) -> str:
+  return os.path.join(workdir, gan_train.CHECKPOINT_DIR)
+
+
+def list_steps(workdir: str) -> list[int]:
+  """Finished GAN checkpoint steps in ``workdir`` (ascending)."""
+  directory = checkpoint_dir(workdir)
+  if not os.path.isdir(directory):
+    return []
+  ckpt = checkpointing.Checkpointer(directory, max_to_keep=1000, interval=1)
+  try:
+    return sorted(ckpt.all_steps())
+  finally:
+    ckpt.close()
+
+
+def _check_meta(config, meta: dict[str, Any], where: str) -> None:
+  if meta.get("job") != "train_gan":
+    raise CheckpointError(f"{where} was written by job {meta.get('job')!r}, not "
+                          "train_gan: point --workdir at a GAN training run")
+  saved_model = meta.get("model") or {}
+  current = config.model.to_dict()
+  differ = sorted(k for k in saved_model if current.get(k) != saved_model[k])
+  if differ:
+    k = differ[0]
+    raise CheckpointError(
+        f"{where} was trained with config.model.{k}={saved_model[k]!r} but the "
+        f"config has {current.get(k)!r} (differing fields: {differ}); use the "
+        "training run's config")
+  sizes = list(input_pipeline.stage_sizes(config))
+  if meta.get("stage_sizes") is not None and list(meta["stage_sizes"]) != sizes:
+    raise CheckpointError(
+        f"{where} has stage sizes {meta['stage_sizes']} but the config gives "
+        f"{sizes} (config.data.base_size / branch_num)")
+
+
+def restore_generator(config: ml_collections.ConfigDict, workdir: str,
+                      step: int = -1) -> RestoredGenerator:
+  """The generator of checkpoint ``step`` (-1: the newest) in ``workdir``.
+
+  The DAMSM encoders come from ``config.gan.damsm_dir`` or, when empty, from
+  the directory recorded in the checkpoint's metadata. Raises
+  FileNotFoundError without a checkpoint, CheckpointError when the step is
+  missing or the checkpoint belongs to another model/vocabulary.
+  """
+  directory = checkpoint_dir(workdir)
+  steps = list_steps(workdir)
+  if not steps:
+    raise FileNotFoundError(
+        f"no GAN checkpoint in {directory}: train one first "
+        "(config.job='train_gan') or convert released weights "
+        "(python -m t2igan_jax.convert)")
+  step = steps[-1] if step is None or step < 0 else int(step)
+  if step not in steps:
+    raise CheckpointError(f"checkpoint step {step} is not in {directory} "
+                          f"(available: {steps})")
+  ckpt = checkpointing.Checkpointer(directory, max_to_keep=1000, interval=1)
+  try:
+    where = f"checkpoint step {step} in {directory}"
+    meta = ckpt.restore_meta(step) or {}
+    _check_meta(config, meta, where)
+    damsm_dir = config.gan.damsm_dir or meta.get("damsm_dir", "")
+    text_model, text_params, image_model, image_vars, vocab = (
+        damsm_pretrain.load_encoders(damsm_dir))
+    if meta.get("vocab_fingerprint") not in (None, vocab.fingerprint()):
+      raise CheckpointError(
+          f"{where} was trained with vocabulary {meta['vocab_fingerprint']} but "
+          f"the DAMSM in {damsm_dir} has {vocab.fingerprint()}")
+    models = gan_train.GanModels(config, text_model, image_model)
+    abstract = jax.eval_shape(functools.partial(gan_train.create_state, models),
+                              jax.random.key(0))
+    state, _, _ = ckpt.restore(abstract, step)
+  finally:
+    ckpt.close()
+  # One placement for everything the sampling step reads: the encoders come
+  # back replicated over all devices, the generator state on one.
+  repl = sharding.replicated(sharding.make_mesh(config.num_devices))
+  g_params, g_stats, enc = jax.device_put(
+      (state.g_ema, state.g_stats,
+       gan_train.Encoders(text_params=text_params, image_vars=image_vars)), repl)
+  return RestoredGenerator(models=models, g_params=g_params,
+                           g_stats=g_stats, enc=enc, vocab=vocab,
+                           step=step, meta=meta, damsm_dir=damsm_dir)
+
+
+# -------------------------------------------------------------- captions
+@dataclasses.dataclass
+class CaptionLine:
+  """One line of the captions file and what became of it."""
+  line: int                      # 1-based line number
+  text: str
+  ids: list[int]
+  used_words: list[str]
+  unknown_words: list[str]
+  error: str = ""
+
+  @property
+  def ok(self) -> bool:
+    return not self.error
+
+
+def parse_captions(text: str, vocab: Vocabulary) -> list[CaptionLine]:
+  """Every line of a captions file -> CaptionLine (errors recorded, not raised)."""
+  out = []
+  for i, line in enumerate(text.splitlines(), start=1):
+    tokens = tokenize(line)
+    used = [t for t in tokens if vocab.wordtoix.get(t, 0) > 0]
+    unknown = [t for t in tokens if vocab.wordtoix.get(t, 0) <= 0]
+    entry = CaptionLine(i, line, [vocab.wordtoix[t] for t in used], used,
+                        unknown)
+    if not line.strip():
+      entry.error = "empty line"
+    elif not tokens:
+      entry.error = "no words (only punctuation or non-ASCII characters)"
+    elif not used:
+      entry.error = (f"none of its words is in the vocabulary "
+                     f"({vocab.n_words} words): {' '.join(unknown)}")
+    out.append(entry)
+  return out
+
+
+# ---------------------------------------------------------------- images
+def _font():
+  return ImageFont.load_default()
+
+
+def _with_header(grid: np.ndarray, lines: list[str],
+                 labels: list[tuple[int, str]] = ()) -> Image.Image:
+  """Puts text lines (and per-column labels at x offsets) above ``grid``."""
+  font = _font()
+  line_h = 14
+  label_rows = 1 if labels else 0
+  top = line_h * (len(lines) + label_rows) + 4
+  h, w = grid.shape[:2]
+  canvas = Image.new("RGB", (max(w, 256), h + top), (255, 255, 255))
+  canvas.paste(Image.fromarray(grid), (0, top))
+  draw = ImageDraw.Draw(canvas)
+  for i, text in enumerate(lines):
+    draw.text((2, 2 + i * line_h), text, fill=(0, 0, 0), font=font)
+  for x, text in labels:
+    draw.text((x, 2 + len(lines) * line_h), text, fill=(0, 0, 0), font=font)
+  return canvas
+
+
+def _wrap(text: str, width_px: int) -> list[str]:
+  return textwrap.wrap(text, max(width_px // 6, 16)) or [""]
+
+
+def _upsample(images: np.ndarray, size: int) -> np.ndarray:
+  """[N, h, w, C] -> [N, size, size, C] by pixel repetition (h divides size)."""
+  f = size // images.shape[1]
+  return np.repeat(np.repeat(images, f, axis=1), f, axis=2)
+
+
+def stage_grid(images: list[np.ndarray]) -> np.ndarray:
+  """Stage outputs [N, s_k, s_k, 3] -> uint8 grid, a row per sample."""
+  size = images[-1].shape[1]
+  stacked = np.stack([_upsample(np.asarray(im), size) for im in images], 1)
+  n, s = stacked.shape[:2]
+  return metric_writer.image_grid(stacked.reshape((n * s,) + stacked.shape[2:]),
+                                  ncols=s)
+
+
+def attention_grid(final: np.ndarray, attention: np.ndarray,
+                   num_words: int) -> np.ndarray:
+  """Final images [N,S,S,3] and attention [N,T,h,w] -> uint8 grid.
+
+  Row n: the image, then for each of the first ``num_words`` words the image
+  dimmed where the word is not attended: ``x' = (x+1)(0.15 + 0.85 a) - 1``
+  with ``a`` the word's map scaled to max 1 (per sample and word).
+  """
+  final = np.asarray(final, np.float32)
+  att = np.asarray(attention, np.float32)[:, :num_words]
+  att = att / np.maximum(att.max(axis=(2, 3), keepdims=True), 1e-8)
+  size = final.shape[1]
+  n = final.shape[0]
+  maps = _upsample(att.reshape((n * num_words,) + att.shape[2:] + (1,)), size)
+  maps = maps.reshape(n, num_words, size, size, 1)
+  over = (final[:, None] + 1.0) * (0.15 + 0.85 * maps) - 1.0
+  tiles = np.concatenate([final[:, None], over], axis=1)
+  return metric_writer.image_grid(
+      tiles.reshape((n * (num_words + 1),) + tiles.shape[2:]),
+      ncols=num_words + 1)
+
+
+def _write_png(image: Image.Image, path: str) -> None:
+  tmp = path + ".tmp.png"
+  image.save(tmp)
+  os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------ job
+def _batch(entry: CaptionLine, n: int, t: int) -> dict[str, np.ndarray]:
+  caption = np.zeros((t,), np.int32)
+  caption[:len(entry.ids)] = entry.ids
+  return {"captions": np.tile(caption, (n, 1)),
+          "caption_lens": np.full((n,), len(entry.ids), np.int32)}
+
+
+def _caption_report_text(entry: CaptionLine) -> str:
+  lines = [f"line {entry.line}: {entry.text}"]
+  if entry.ok:
+    lines.append(f"used words ({len(entry.used_words)}): "
+                 f"{' '.join(entry.used_words)}")
+  lines.append("unknown words (dropped): "
+               f"{' '.join(entry.unknown_words) or '(none)'}")
+  if not entry.ok:
+    lines.append(f"error: {entry.error}")
+  return "\n".join(lines) + "\n"
+
+
+def sample(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Runs ``job = sample``; returns the report (also written as report.json)."""
+  s = config.sample
+  if not s.captions_file:
+    raise ConfigError("config.sample.captions_file is empty: name a text file "
+                      "with one caption per line (e.g. "
+                      "../shared/data/example_captions/dfgan_bird.txt)")
+  if not os.path.isfile(s.captions_file):
+    raise FileNotFoundError(
+        f"config.sample.captions_file={s.captions_file!r}: no such file")
+  if s.num_per_caption < 1:
+    raise ConfigError(f"config.sample.num_per_caption={s.num_per_caption} must "
+                      "be >= 1")
+  gen = restore_generator(config, workdir, s.checkpoint_step)
+  out_dir = s.output_dir or os.path.join(workdir, f"samples_{gen.step}")
+  os.makedirs(out_dir, exist_ok=True)
+  with open(s.captions_file, encoding="utf-8", errors="replace") as f:
+    entries = parse_captions(f.read(), gen.vocab)
+  good = [e for e in entries if e.ok]
+  t = max([len(e.ids) for e in good], default=1)
+  n = int(s.num_per_caption)
+  sample_fn = jax.jit(functools.partial(gan_train.sample_step,
+                                        models=gen.models))
+  base_z = jax.random.key(s.seed)
+  base_ca = jax.random.key(s.seed + 1)
+  report_lines = []
+  for entry in entries:
+    stem = f"caption_{entry.line:03d}"
+    files = [f"{stem}.txt"]
+    for word in entry.unknown_words:
+      logging.warning("line %d: unknown word %r dropped", entry.line, word)
+    if entry.ok:
+      z = jax.random.normal(jax.random.fold_in(base_z, entry.line),
+                            (n, config.model.z_dim))
+      images, attention = sample_fn(gen.g_params, gen.g_stats,
+                                    _batch(entry, n, t), gen.enc, z,
+                                    jax.random.fold_in(base_ca, entry.line))
+      images = [np.asarray(im) for im in images]
+      grid = stage_grid(images)
+      header = _wrap(entry.text, max(grid.shape[1], 256))
+      _write_png(_with_header(grid, header), os.path.join(out_dir, f"{stem}.png"))
+      files.append(f"{stem}.png")
+      num_words = len(entry.ids)
+      for k, att in enumerate(attention):
+        grid = attention_grid(images[-1], np.asarray(att), num_words)
+        tile = images[-1].shape[1] + 2
+        labels = [(2 + (j + 1) * tile, w[:max(tile // 6, 1)])
+                  for j, w in enumerate(entry.used_words)]
+        name = f"{stem}_attention_stage{k + 2}.png"
+        _write_png(_with_header(grid, header, labels),
+                   os.path.join(out_dir, name))
+        files.append(name)
+      logging.info("line %d: %d samples -> %s", entry.line, n,
+                   os.path.join(out_dir, f"{stem}.png"))
+    else:
+      logging.error("line %d: %s; skipped", entry.line, entry.error)
+    with open(os.path.join(out_dir, f"{stem}.txt"), "w") as f:
+      f.write(_caption_report_text(entry))
+    report_lines.append({
+        "line": entry.line, "text": entry.text, "ok": entry.ok,
+        "error": entry.error, "used_words": entry.used_words,
+        "unknown_words": entry.unknown_words, "files": files})
+  report = {"captions_file": os.path.abspath(s.captions_file),
+            "checkpoint_step": gen.step, "num_per_caption": n,
+            "output_dir": os.path.abspath(out_dir),
+            "num_lines": len(entries), "num_sampled": len(good),
+            "num_errors": len(entries) - len(good), "lines": report_lines}
+  with open(os.path.join(out_dir, REPORT_FILE), "w") as f:
+    json.dump(report, f, indent=1)
+  logging.info("sampled %d of %d lines of %s into %s", len(good), len(entries),
+               s.captions_file, out_dir)
+  if not good:
+    raise ValueError(
+        f"no line of {s.captions_file} could be sampled ({len(entries)} lines; "
+        f"see {os.path.join(out_dir, REPORT_FILE)})")
+  return report
