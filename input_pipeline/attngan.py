@@ -42,10 +42,10 @@ import tempfile
 from typing import Any, Sequence
 
 import numpy as np
-from PIL import Image
 
 from input_pipeline import errors
 from input_pipeline import images
+from input_pipeline import source_items
 from input_pipeline import text as text_lib
 from input_pipeline import transforms
 
@@ -372,7 +372,7 @@ def crop_to_bbox(image: np.ndarray, box, where: str) -> np.ndarray:
   return image[y1:y2, x1:x2]
 
 
-class AttnGANSource:
+class AttnGANSource(source_items.KeyedImageSource):
   """Random-access source of one split of an AttnGAN-layout dataset.
 
   Attributes:
@@ -472,18 +472,9 @@ class AttnGANSource:
     self.class_ids = class_ids[self._index]
     self._bboxes = bboxes
 
-  def __len__(self) -> int:
-    return len(self.keys)
-
-  def _check(self, i: int) -> int:
-    i = int(i)
-    if not 0 <= i < len(self):
-      raise IndexError(f"{self.dataset} {self.split} index {i} out of range "
-                       f"[0, {len(self)})")
-    return i
-
-  def key(self, i: int) -> str:
-    return self.keys[self._check(i)]
+  @property
+  def _index_label(self) -> str:
+    return f"{self.dataset} {self.split}"
 
   def image_path(self, i: int) -> str:
     return os.path.join(self.image_dir, self.key(i) + ".jpg")
@@ -498,9 +489,6 @@ class AttnGANSource:
     return [[int(t) for t in c]
             for c in self._captions[k * cpi:(k + 1) * cpi]]
 
-  def captions_text(self, i: int) -> list[str]:
-    return [self.vocab.decode(c) for c in self.captions(i)]
-
   def load_image(self, i: int) -> np.ndarray:
     """uint8 [H, W, 3] RGB image of item i (birds: bbox-cropped).
 
@@ -514,11 +502,6 @@ class AttnGANSource:
     if box is not None:
       return crop_to_bbox(image, box, f"{path} (key {key!r})")
     return image
-
-  def __getitem__(self, i: int) -> dict[str, Any]:
-    i = self._check(i)
-    return dict(image=self.load_image(i), captions=self.captions(i),
-                class_id=int(self.class_ids[i]), key=self.keys[i])
 
   def __repr__(self) -> str:
     return (f"AttnGANSource(dataset={self.dataset!r}, split={self.split!r}, "

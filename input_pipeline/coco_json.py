@@ -44,13 +44,13 @@ import functools
 import json
 import logging
 import os
-from typing import Any
 
 import numpy as np
 
 from input_pipeline import attngan
 from input_pipeline import errors
 from input_pipeline import images
+from input_pipeline import source_items
 from input_pipeline import text as text_lib
 
 SPLITS = ("train", "test")
@@ -188,7 +188,7 @@ def load(data_dir: str, captions_per_image: int, on_bad_example: str = "error"):
                       on_bad_example, tuple(stamp))
 
 
-class CocoJsonSource:
+class CocoJsonSource(source_items.KeyedImageSource):
   """Random-access source of one split of MS-COCO 2014 from the JSON files.
 
   The same interface as ``attngan.AttnGANSource``: ``[i]`` is ``dict(image=
@@ -261,18 +261,9 @@ class CocoJsonSource:
     self._captions = [ids[j] for j in keep]
     self.class_ids = np.arange(len(self.keys), dtype=np.int64)
 
-  def __len__(self) -> int:
-    return len(self.keys)
-
-  def _check(self, i: int) -> int:
-    i = int(i)
-    if not 0 <= i < len(self):
-      raise IndexError(f"coco_json {self.split} index {i} out of range "
-                       f"[0, {len(self)})")
-    return i
-
-  def key(self, i: int) -> str:
-    return self.keys[self._check(i)]
+  @property
+  def _index_label(self) -> str:
+    return f"coco_json {self.split}"
 
   def image_path(self, i: int) -> str:
     return self._paths[self._check(i)]
@@ -284,17 +275,9 @@ class CocoJsonSource:
   def captions(self, i: int) -> list[list[int]]:
     return [list(c) for c in self._captions[self._check(i)]]
 
-  def captions_text(self, i: int) -> list[str]:
-    return [self.vocab.decode(c) for c in self.captions(i)]
-
   def load_image(self, i: int) -> np.ndarray:
     return images.read_rgb(self.image_path(i),
                            f"COCO {self.split} image key {self.key(i)!r}")
-
-  def __getitem__(self, i: int) -> dict[str, Any]:
-    i = self._check(i)
-    return dict(image=self.load_image(i), captions=self.captions(i),
-                class_id=int(self.class_ids[i]), key=self.keys[i])
 
   def __repr__(self) -> str:
     return (f"CocoJsonSource(split={self.split!r}, n={len(self)}, "

@@ -181,6 +181,13 @@ class _BatchBuilder:
     stop = min(start + self.global_batch_size, self.num_items)
     return epoch, range(start + self.process_index, stop, self.process_count)
 
+  def _read_checked(self, index: int) -> dict[str, Any]:
+    """``source[index]``; BadExampleError if it has no captions."""
+    ex = self.source[index]
+    if not ex["captions"]:
+      raise errors.BadExampleError(f"item {ex['key']!r} has no captions")
+    return ex
+
   def read(self, index: int, epoch: int, position: int, skipped: list):
     """``source[index]``; with 'skip', a bad item is replaced by another.
 
@@ -189,10 +196,7 @@ class _BatchBuilder:
     item's message is appended to ``skipped``.
     """
     try:
-      ex = self.source[index]
-      if not ex["captions"]:
-        raise errors.BadExampleError(f"item {ex['key']!r} has no captions")
-      return ex
+      return self._read_checked(index)
     except errors.BadExampleError as e:
       if self.on_bad_example != "skip":
         raise
@@ -201,10 +205,7 @@ class _BatchBuilder:
       other = int(np.random.default_rng(
           [self.seed, 2, epoch, position, attempt]).integers(self.num_items))
       try:
-        ex = self.source[other]
-        if not ex["captions"]:
-          raise errors.BadExampleError(f"item {ex['key']!r} has no captions")
-        return ex
+        return self._read_checked(other)
       except errors.BadExampleError as e:
         skipped.append(str(e))
     raise errors.BadExampleError(

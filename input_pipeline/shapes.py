@@ -23,6 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from input_pipeline import source_items
 from input_pipeline import text as text_lib
 
 KINDS = ("circle", "square", "triangle", "diamond", "star", "ring", "cross")
@@ -476,7 +477,7 @@ def _build(seed: int, num_train: int, num_test: int,
   return splits, vocab
 
 
-class ShapesSource:
+class ShapesSource(source_items.IndexedSource):
   """Random-access source of one split of the shapes dataset.
 
   ``source[i]`` is ``dict(image=uint8[render_size, render_size, 3],
@@ -523,12 +524,9 @@ class ShapesSource:
   def __len__(self) -> int:
     return len(self._data.scenes)
 
-  def _check(self, i: int) -> int:
-    i = int(i)
-    if not 0 <= i < len(self):
-      raise IndexError(f"shapes {self.split} index {i} out of range "
-                       f"[0, {len(self)})")
-    return i
+  @property
+  def _index_label(self) -> str:
+    return f"shapes {self.split}"
 
   def scene(self, i: int) -> Scene:
     return self._data.scenes[self._check(i)]

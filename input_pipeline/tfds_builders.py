@@ -52,6 +52,7 @@ from input_pipeline import attngan
 from input_pipeline import coco_json
 from input_pipeline import errors
 from input_pipeline import images
+from input_pipeline import source_items
 from input_pipeline import text as text_lib
 
 FILE_FORMAT = "array_record"
@@ -232,7 +233,7 @@ def prepare_command(dataset: str, data_dir: str, cpi: int) -> str:
           f"--captions_per_image={cpi}")
 
 
-class TfdsSource:
+class TfdsSource(source_items.IndexedSource):
   """Random-access source over a prepared ``t2i_birds`` / ``t2i_coco`` split.
 
   Same interface as ``attngan.AttnGANSource`` (``len``, ``[i]`` -> dict(image
@@ -288,12 +289,9 @@ class TfdsSource:
   def __len__(self) -> int:
     return self._len
 
-  def _check(self, i: int) -> int:
-    i = int(i)
-    if not 0 <= i < len(self):
-      raise IndexError(f"tfds {self.dataset} {self.split} index {i} out of "
-                       f"range [0, {len(self)})")
-    return i
+  @property
+  def _index_label(self) -> str:
+    return f"tfds {self.dataset} {self.split}"
 
   def record(self, i: int) -> dict[str, Any]:
     """The raw stored record ``i`` (image still encoded)."""

@@ -262,6 +262,25 @@ class Checkpointer:
     self.save(step, state, data_iterator.get_state(), meta, force=force)
     return True
 
+  def save_loop_step(self, step: int, state: Any, data_iterator, meta,
+                     pending_metrics, *, total_steps: int, snapshot_every: int,
+                     preempted: bool) -> None:
+    """A training loop's save after ``step`` (``save_checked``).
+
+    Saves at the interval, and forced at the last step (``total_steps``), at
+    every snapshot (multiples of ``snapshot_every``) and when ``preempted``;
+    then, when preempted, waits for the save to be written and logs that the
+    run exits (the caller leaves its loop).
+    """
+    self.save_checked(step, state, data_iterator, meta, pending_metrics,
+                      force=(step == total_steps or preempted
+                             or step % snapshot_every == 0))
+    if preempted:
+      self.wait()
+      logging.warning("preempted: saved checkpoint step %d in %s; exiting "
+                      "(the next start resumes from it)", step,
+                      self.directory)
+
   def wait(self) -> None:
     self._manager.wait_until_finished()
 

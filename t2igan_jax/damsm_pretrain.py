@@ -430,14 +430,10 @@ def _pretrain(config, workdir, watcher) -> dict[str, Any]:
       preempted = watcher.reached(step)
       if not preempted and (step % eval_every == 0 or step == total_steps):
         last_eval = evaluate(step)
-      ckpt.save_checked(step, state, train_iter, meta, pending,
-                        force=(step == total_steps or preempted
-                               or step % snapshot_every == 0))
+      ckpt.save_loop_step(step, state, train_iter, meta, pending,
+                          total_steps=total_steps,
+                          snapshot_every=snapshot_every, preempted=preempted)
       if preempted:
-        ckpt.wait()
-        logging.warning("preempted: saved checkpoint step %d in %s; exiting "
-                        "(the next start resumes from it)", step,
-                        ckpt.directory)
         break
   finally:
     ckpt.close()

@@ -487,14 +487,10 @@ def _train(config, workdir, watcher) -> dict[str, Any]:
       if step % config.image_every_steps == 0 or step == total_steps:
         log_images(step)
       preempted = watcher.reached(step)
-      ckpt.save_checked(step, state, train_iter, meta, pending,
-                        force=(step == total_steps or preempted
-                               or step % snapshot_every == 0))
+      ckpt.save_loop_step(step, state, train_iter, meta, pending,
+                          total_steps=total_steps,
+                          snapshot_every=snapshot_every, preempted=preempted)
       if preempted:
-        ckpt.wait()
-        logging.warning("preempted: saved checkpoint step %d in %s; exiting "
-                        "(the next start resumes from it)", step,
-                        ckpt.directory)
         break
   finally:
     ckpt.close()

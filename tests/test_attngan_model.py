@@ -11,6 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from model_fixtures import (caption_mask, rand, tiny_generator_grads, to_np,
+                            word_features)
 from np_reference import np_resblock, np_upblock
 
 from configs import attngan_bird, attngan_coco, attngan_shapes
@@ -22,23 +24,6 @@ from t2igan_jax.models.word_attention import WordContextAttention
 TOL = dict(rtol=1e-4, atol=1e-5)
 B, C, E, T = 3, 4, 6, 6
 LENGTHS = [5, 3, 2]
-
-
-def to_np(tree):
-  return jax.tree.map(lambda x: np.asarray(x, np.float64), tree)
-
-
-def rand(key, *shape):
-  return jax.random.normal(jax.random.key(key), shape, jnp.float32)
-
-
-def caption_mask(lengths, t_len):
-  return np.arange(t_len)[None, :] >= np.asarray(lengths)[:, None]
-
-
-def word_features(key, lengths, t_len, dim):
-  w = np.asarray(rand(key, len(lengths), t_len, dim))
-  return jnp.asarray(np.where(caption_mask(lengths, t_len)[..., None], 0.0, w))
 
 
 def np_global_attention(h, words, mask, kernel, mode):
@@ -158,21 +143,9 @@ def test_generator_parameter_count(config_module):
 
 def test_tiny_generator_forward_and_every_param_is_live():
   config = attngan_shapes.get_config("tiny")
-  g = generator_from_config(config)
-  e, t_len, lengths = config.text_encoder.embedding_dim, 5, [4, 3, 2]
-  kw = dict(z=rand(20, B, config.model.z_dim), sent=rand(21, B, e),
-            words=word_features(22, lengths, t_len, e),
-            mask=jnp.asarray(caption_mask(lengths, t_len)))
-  variables = jax.jit(functools.partial(g.init, train=False))(
-      {"params": jax.random.key(23), "noise": jax.random.key(24)}, **kw)
-
-  def loss(params):
-    out, _ = g.apply({"params": params, "batch_stats": variables["batch_stats"]},
-                     **kw, train=True, rngs={"noise": jax.random.key(25)},
-                     mutable=["batch_stats"])
-    return sum(jnp.mean(im ** 2) for im in out["images"]), out
-
-  grads, out = jax.jit(jax.grad(loss, has_aux=True))(variables["params"])
+  t_len = 5
+  _, grads, out = tiny_generator_grads(generator_from_config(config), config,
+                                       lengths=(4, 3, 2), t_len=t_len)
   base = config.data.base_size
   assert [im.shape for im in out["images"]] == [(B, base, base, 3), (B, 2 * base, 2 * base, 3)]
   att = np.asarray(out["attention"][0])

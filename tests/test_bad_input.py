@@ -2,7 +2,6 @@
 handling; ``on_bad_example='skip'`` logs, counts and goes on."""
 
 import os
-import pickle
 import re
 import shutil
 

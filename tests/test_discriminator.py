@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from model_fixtures import rand, to_np
 from np_reference import np_conv
 
 from configs import base as base_config
@@ -41,14 +42,6 @@ def np_sn_conv(x, p, u, stride, pad):
 
 def np_lrelu(x):
   return np.where(x > 0, x, 0.2 * x)
-
-
-def to_np(tree):
-  return jax.tree.map(lambda x: np.asarray(x, np.float64), tree)
-
-
-def rand(key, *shape):
-  return jax.random.normal(jax.random.key(key), shape, jnp.float32)
 
 
 # ------------------------------------------------------------ spectral norm

@@ -11,7 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from np_reference import np_conv
+from model_fixtures import caption_mask, rand, to_np, word_features
+from np_reference import (np_bn_train, np_conv, np_glu, np_resblock,
+                          np_sigmoid, np_upblock)
 
 from configs import base as base_config
 from t2igan_jax.models import layers
@@ -27,35 +29,8 @@ TOL = dict(rtol=1e-4, atol=1e-5)
 
 
 # ------------------------------------------------------------------ NumPy refs
-def np_sigmoid(x):
-  return 1.0 / (1.0 + np.exp(-x))
-
-
 def np_relu(x):
   return np.maximum(x, 0.0)
-
-
-def np_glu(x):
-  c = x.shape[-1] // 2
-  return x[..., :c] * np_sigmoid(x[..., c:])
-
-
-
-
-def np_bn_train(x, p, eps=1e-5):
-  axes = tuple(range(x.ndim - 1))
-  mean, var = x.mean(axes), x.var(axes)
-  return (x - mean) / np.sqrt(var + eps) * p["scale"] + p["bias"]
-
-
-def np_upblock(x, p):
-  x = x.repeat(2, axis=1).repeat(2, axis=2)
-  return np_glu(np_bn_train(np_conv(x, p["conv"]["kernel"], 1, 1), p["bn"]))
-
-
-def np_resblock(x, p):
-  y = np_glu(np_bn_train(np_conv(x, p["conv1"]["kernel"], 1, 1), p["bn1"]))
-  return np_bn_train(np_conv(y, p["conv2"]["kernel"], 1, 1), p["bn2"]) + x
 
 
 def np_memory_writer(h, words, p):
@@ -100,24 +75,6 @@ def np_response_gate(h, o, p):
   x = np.concatenate([h, o], -1)
   g = np_sigmoid(x @ p["conv"]["kernel"][0, 0, :, 0] + p["conv"]["bias"][0])[..., None]
   return h * (1 - g) + o * g
-
-
-def to_np(tree):
-  return jax.tree.map(lambda x: np.asarray(x, np.float64), tree)
-
-
-def rand(key, *shape):
-  return jax.random.normal(jax.random.key(key), shape, jnp.float32)
-
-
-def caption_mask(lengths, t_len):
-  return np.arange(t_len)[None, :] >= np.asarray(lengths)[:, None]
-
-
-def word_features(key, lengths, t_len, dim):
-  """Word features with exact zeros past each caption's length."""
-  w = np.asarray(rand(key, len(lengths), t_len, dim))
-  return jnp.asarray(np.where(caption_mask(lengths, t_len)[..., None], 0.0, w))
 
 
 # ------------------------------------------------------------- basic layers

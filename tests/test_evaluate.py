@@ -19,13 +19,13 @@ from t2igan_jax import evaluate as evaluate_lib
 from t2igan_jax import train
 from t2igan_jax.evaluation import fid as fid_lib
 
-from test_sample import tiny_config, trained_workdir
+from gan_fixtures import job_config, trained_workdir
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
 def eval_config(num_devices=8):
-  c = tiny_config("evaluate", num_devices)
+  c = job_config("evaluate", num_devices)
   c.eval.num_samples = 12        # 2 batches of 8, the last one cut to 4
   c.eval.watch = True
   c.eval.watch_timeout_s = 0.5

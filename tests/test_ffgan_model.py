@@ -12,6 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from model_fixtures import (caption_mask, rand, tiny_generator_grads, to_np,
+                            word_features)
 from np_reference import np_conv, np_resblock, np_upblock
 
 from configs import ffgan_bird, ffgan_coco, ffgan_shapes
@@ -69,24 +71,6 @@ def np_gsr(h, sent, kernel):
     for ch in range(c):
       g[b, :, ch] = s_proj[b, ch] * np_softmax(h_flat[b, :, ch] * s_proj[b, ch])
   return g.reshape(h.shape)
-
-
-def to_np(tree):
-  return jax.tree.map(lambda x: np.asarray(x, np.float64), tree)
-
-
-def rand(key, *shape):
-  return jax.random.normal(jax.random.key(key), shape, jnp.float32)
-
-
-def caption_mask(lengths, t_len):
-  return np.arange(t_len)[None, :] >= np.asarray(lengths)[:, None]
-
-
-def word_features(key, lengths, t_len, dim):
-  """Word features with exact zeros past each caption's length (as the LSTM gives)."""
-  w = np.asarray(rand(key, len(lengths), t_len, dim))
-  return jnp.asarray(np.where(caption_mask(lengths, t_len)[..., None], 0.0, w))
 
 
 @pytest.fixture(scope="module")
@@ -282,21 +266,9 @@ def test_generator_live_parameter_count(config_module, expected):
 
 def test_tiny_generator_forward_and_every_param_is_live():
   config = ffgan_shapes.get_config("tiny")
-  g = generator_from_config(config)
-  e, t_len, lengths = config.text_encoder.embedding_dim, 5, [4, 3, 2]
-  kw = dict(z=rand(20, B, config.model.z_dim), sent=rand(21, B, e),
-            words=word_features(22, lengths, t_len, e),
-            mask=jnp.asarray(caption_mask(lengths, t_len)))
-  rngs = {"params": jax.random.key(23), "noise": jax.random.key(24)}
-  variables = jax.jit(functools.partial(g.init, train=False))(rngs, **kw)
-
-  def loss(params):
-    out, _ = g.apply({"params": params, "batch_stats": variables["batch_stats"]},
-                     **kw, train=True, rngs={"noise": jax.random.key(25)},
-                     mutable=["batch_stats"])
-    return sum(jnp.mean(im ** 2) for im in out["images"]), out
-
-  grads, out = jax.jit(jax.grad(loss, has_aux=True))(variables["params"])
+  t_len = 5
+  variables, grads, out = tiny_generator_grads(
+      generator_from_config(config), config, lengths=(4, 3, 2), t_len=t_len)
   base = config.data.base_size
   assert [im.shape for im in out["images"]] == [(B, base, base, 3), (B, 2 * base, 2 * base, 3)]
   assert [a.shape for a in out["attention"]] == [(B, t_len, base, base)]

@@ -13,6 +13,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from gan_fixtures import write_untrained_damsm
+
 from configs import attngan_shapes
 from configs import dmgan_shapes
 from configs import ffgan_shapes
@@ -91,27 +93,6 @@ def test_missing_damsm_dir_is_named(tmp_path):
     train.run(c, str(tmp_path / "w"))
 
 
-def _write_untrained_damsm(config, vocab, workdir):
-  """A DAMSM workdir with freshly initialised encoders (no pretraining)."""
-  import functools  # pylint: disable=g-import-not-at-top
-  from t2igan_jax import checkpointing  # pylint: disable=g-import-not-at-top
-  from t2igan_jax import damsm_pretrain  # pylint: disable=g-import-not-at-top
-  os.makedirs(workdir, exist_ok=True)
-  text, image = damsm_pretrain.build_models(config, vocab.n_words)
-  state = jax.jit(functools.partial(damsm_pretrain.create_state, config, text,
-                                    image))(jax.random.key(0))
-  for name, obj in ((damsm_pretrain.VOCAB_FILE, vocab.to_json()),
-                    (damsm_pretrain.ENCODER_CONFIG_FILE,
-                     damsm_pretrain.encoder_config(config))):
-    with open(os.path.join(workdir, name), "w") as f:
-      json.dump(obj, f)
-  ckpt = checkpointing.Checkpointer(
-      os.path.join(workdir, damsm_pretrain.CHECKPOINT_DIR), max_to_keep=1,
-      interval=1)
-  ckpt.save(1, state, {}, {}, force=True)
-  ckpt.close()
-
-
 def _tiny_bird_config(shared_data, tmp_path):
   """configs/dmgan_bird.py:tiny on a real CUB sample laid out in tmp_path."""
   import attngan_layout  # pylint: disable=g-import-not-at-top
@@ -129,11 +110,9 @@ def _tiny_bird_config(shared_data, tmp_path):
 
 def test_dmgan_bird_config_starts_on_real_cub_sample(tmp_path, shared_data):
   """configs/dmgan_bird.py (shrunk) trains on real CUB photos and captions."""
-  from input_pipeline import pipeline  # pylint: disable=g-import-not-at-top
   c = _tiny_bird_config(shared_data, tmp_path)
-  vocab = pipeline.get_source(c, "train", 64).vocab
   c.gan.damsm_dir = str(tmp_path / "damsm")
-  _write_untrained_damsm(c, vocab, c.gan.damsm_dir)
+  write_untrained_damsm(c, c.gan.damsm_dir)
   result = train.run(c, str(tmp_path / "gan"))
   assert result["step"] == 2
   assert np.isfinite(result["train/g_loss"])

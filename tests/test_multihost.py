@@ -24,8 +24,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from gan_fixtures import write_untrained_damsm
+from main_process import Run, subprocess_env
+
 from configs import dmgan_shapes
-from test_reliability import Run, subprocess_env, write_untrained_damsm
 
 pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"),
               pytest.mark.slow]

@@ -16,7 +16,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import flax
@@ -26,6 +25,9 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+
+from gan_fixtures import write_untrained_damsm
+from main_process import ROOT, Run, subprocess_env
 
 from configs import damsm_shapes
 from configs import dmgan_shapes
@@ -37,8 +39,6 @@ from t2igan_jax import train
 from t2igan_jax.errors import CheckpointError, ConfigError, WorkdirError
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 # ------------------------------------------------------------------ helpers
@@ -482,88 +482,6 @@ KILL_STEPS = 12
 NAN_STEP = 5  # the kill runs skip a NaN kl_loss at this step (on_nonfinite)
 _STEP_LINE = re.compile(r"INFO step (\d+): g_loss")
 _TMP_MARK = ".orbax-checkpoint-tmp"
-
-
-def write_untrained_damsm(config, workdir):
-  """A DAMSM workdir with freshly initialised encoders (no pretraining)."""
-  import functools  # pylint: disable=g-import-not-at-top
-  from input_pipeline import pipeline  # pylint: disable=g-import-not-at-top
-  from t2igan_jax import damsm_pretrain  # pylint: disable=g-import-not-at-top
-  vocab = pipeline.get_source(config, "train", 64).vocab
-  os.makedirs(workdir, exist_ok=True)
-  text, image = damsm_pretrain.build_models(config, vocab.n_words)
-  state = jax.jit(functools.partial(damsm_pretrain.create_state, config, text,
-                                    image))(jax.random.key(0))
-  for name, obj in ((damsm_pretrain.VOCAB_FILE, vocab.to_json()),
-                    (damsm_pretrain.ENCODER_CONFIG_FILE,
-                     damsm_pretrain.encoder_config(config))):
-    with open(os.path.join(workdir, name), "w") as f:
-      json.dump(obj, f)
-  ckpt = checkpointing.Checkpointer(
-      os.path.join(workdir, damsm_pretrain.CHECKPOINT_DIR), max_to_keep=1,
-      interval=1)
-  ckpt.save(1, state, {}, {}, force=True)
-  ckpt.close()
-
-
-def subprocess_env(cache_dir, devices):
-  """CPU, ``devices`` fake devices, a persistent compilation cache."""
-  return dict(
-      os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1",
-      XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-      JAX_COMPILATION_CACHE_DIR=str(cache_dir),
-      JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-      JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
-      JAX_DISABLE_MOST_OPTIMIZATIONS="1")
-
-
-class Run:
-  """``python main.py ARGS`` with its output collected line by line."""
-
-  def __init__(self, args, env, log_path):
-    self.proc = subprocess.Popen(
-        [sys.executable, "main.py", *args], cwd=ROOT, env=env, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, bufsize=1)
-    self.lines: list[str] = []
-    self._log = open(log_path, "a")
-    self._reader = threading.Thread(target=self._read, daemon=True)
-    self._reader.start()
-
-  def _read(self):
-    for line in self.proc.stdout:
-      self.lines.append(line)
-      self._log.write(line)
-      self._log.flush()
-
-  def wait_for(self, regex, timeout, condition=lambda m: True):
-    """The first match of ``regex`` (a line) satisfying ``condition``."""
-    pattern = re.compile(regex)
-    deadline = time.monotonic() + timeout
-    seen = 0
-    while time.monotonic() < deadline:
-      lines = self.lines[seen:]
-      seen += len(lines)
-      for line in lines:
-        m = pattern.search(line)
-        if m and condition(m):
-          return m
-      if not lines and self.proc.poll() is not None:
-        self._reader.join(5)
-        if len(self.lines) == seen:
-          return None
-      time.sleep(0.005)
-    raise AssertionError(f"no line matching {regex!r} within {timeout} s:\n"
-                         + "".join(self.lines[-30:]))
-
-  def finish(self, timeout=300) -> int:
-    rc = self.proc.wait(timeout)
-    self._reader.join(10)
-    self.proc.stdout.close()
-    self._log.close()
-    return rc
-
-  def output(self) -> str:
-    return "".join(self.lines)
 
 
 def _kill_args(workdir, damsm_dir):

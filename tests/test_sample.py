@@ -1,8 +1,8 @@
 """job=sample: a captions file -> grids, attention maps and a report.
 
-``trained_workdir`` (also imported by test_evaluate.py) trains the tiny
-DM-GAN once per session: a 1-epoch DAMSM, then 4 GAN steps with checkpoints
-at steps 2 and 4.
+The workdir is gan_fixtures.trained_workdir (shared with test_evaluate.py): the
+tiny DM-GAN trained once per session, 4 GAN steps with checkpoints at steps 2
+and 4.
 """
 
 import json
@@ -12,32 +12,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from configs import dmgan_shapes
 from input_pipeline.text import Vocabulary
 from t2igan_jax import metric_writer
 from t2igan_jax import sample as sample_lib
 from t2igan_jax import train
 
+from gan_fixtures import job_config, trained_workdir
+
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
-
-def tiny_config(job, num_devices=1):
-  c = dmgan_shapes.get_config("tiny")
-  c.job = job
-  c.num_devices = num_devices
-  c.max_steps = 4
-  c.gan.epochs = 4
-  c.checkpoint_every_steps = 2
-  c.image_every_steps = 100
-  return c
-
-
-def trained_workdir(tmp_path_factory) -> str:
-  """A tiny trained GAN workdir, shared by every module of the session."""
-  workdir = tmp_path_factory.getbasetemp() / "tiny_gan_for_eval_and_sample"
-  if not (workdir / "checkpoints" / "4").is_dir():
-    train.run(tiny_config("train_gan"), str(workdir))
-  return str(workdir)
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +39,7 @@ def sampled(workdir, tmp_path_factory):
   out = tmp_path_factory.mktemp("samples")
   captions = out / "captions.txt"
   captions.write_text(CAPTIONS)
-  c = tiny_config("sample")
+  c = job_config("sample")
   c.sample.captions_file = str(captions)
   c.sample.output_dir = str(out / "out")
   c.sample.num_per_caption = 3
@@ -116,7 +98,7 @@ def test_grid_layout(sampled):
 def test_no_sampleable_line_is_an_error(workdir, tmp_path):
   captions = tmp_path / "bad.txt"
   captions.write_text("\nqwertyuiop\n")
-  c = tiny_config("sample")
+  c = job_config("sample")
   c.sample.captions_file = str(captions)
   c.sample.output_dir = str(tmp_path / "out")
   with pytest.raises(ValueError, match="no line of .*bad.txt could be sampled"):
@@ -127,7 +109,7 @@ def test_no_sampleable_line_is_an_error(workdir, tmp_path):
 
 
 def test_missing_captions_file_is_named(tmp_path):
-  c = tiny_config("sample")
+  c = job_config("sample")
   c.sample.captions_file = str(tmp_path / "nope.txt")
   with pytest.raises(FileNotFoundError, match="nope.txt"):
     train.run(c, str(tmp_path / "w"))
@@ -139,7 +121,7 @@ def test_missing_captions_file_is_named(tmp_path):
 def test_missing_checkpoint_is_named(tmp_path):
   captions = tmp_path / "c.txt"
   captions.write_text("a red circle\n")
-  c = tiny_config("sample")
+  c = job_config("sample")
   c.sample.captions_file = str(captions)
   with pytest.raises(FileNotFoundError, match="no GAN checkpoint"):
     train.run(c, str(tmp_path / "empty"))

@@ -20,16 +20,15 @@ import jax
 import numpy as np
 import pytest
 
+from gan_fixtures import host_batch, untrained_gan
+
 from configs import dmgan_shapes
 from t2igan_jax import config_validation
-from t2igan_jax import damsm_pretrain
 from t2igan_jax import gan_train
 from t2igan_jax import sharding
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
-N_WORDS = 40
-NUM_CLASSES = 6
 LOSS_RTOL = 1e-5
 PARAM_ATOL = 1e-5
 MAX_FLIPPED_FRACTION = 1e-3
@@ -42,31 +41,10 @@ def tiny_config():
   return c
 
 
-def host_batch(config, seed=0):
-  rng = np.random.default_rng(seed)
-  b, t = config.gan.batch_size, config.data.words_num
-  lens = np.sort(rng.integers(2, t + 1, size=b))[::-1].astype(np.int32)
-  caps = rng.integers(1, N_WORDS, size=(b, t)).astype(np.int32)
-  caps[np.arange(t)[None, :] >= lens[:, None]] = 0
-  sizes = [config.data.base_size * 2**i for i in range(config.data.branch_num)]
-  images = tuple(rng.uniform(-1, 1, (b, s, s, 3)).astype(np.float32)
-                 for s in sizes)
-  return {"images": images, "captions": caps, "caption_lens": lens,
-          "class_ids": rng.integers(0, NUM_CLASSES, size=b).astype(np.int32)}
-
-
 @pytest.fixture(scope="module")
 def setup():
   c = tiny_config()
-  text_model, image_model = damsm_pretrain.build_models(c, N_WORDS)
-  dstate = jax.jit(functools.partial(damsm_pretrain.create_state, c,
-                                     text_model, image_model))(
-                                         jax.random.key(1))
-  enc = gan_train.Encoders(
-      text_params=dstate.params["text_encoder"],
-      image_vars={"params": dstate.params["image_encoder"],
-                  "batch_stats": dstate.batch_stats})
-  models = gan_train.GanModels(c, text_model, image_model)
+  models, enc = untrained_gan(c)
   state = jax.jit(functools.partial(gan_train.create_state, models))(
       jax.random.key(0))
   return c, models, jax.device_get(enc), jax.device_get(state), host_batch(c)

@@ -18,24 +18,26 @@ BIRDS_CPI = attngan_layout.BIRDS_CAPTIONS_PER_IMAGE
 COCO_CPI = attngan_layout.COCO_CAPTIONS_PER_IMAGE
 
 
+def _prepared(name, make_layout, cpi, shared_data, tmp_path_factory):
+  """(raw layout from ``make_layout``, tfds data_dir with t2i_``name`` prepared)."""
+  root = make_layout(shared_data, tmp_path_factory.mktemp("raw") / name)
+  data_dir = tmp_path_factory.mktemp("tfds")
+  tfds_builders.prepare(name, str(root), str(data_dir), cpi)
+  return root, data_dir
+
+
 @pytest.fixture(scope="module")
 def birds(shared_data, tmp_path_factory):
   """(raw AttnGAN birds layout, tfds data_dir with t2i_birds prepared)."""
-  root = attngan_layout.make_birds_layout(
-      shared_data, tmp_path_factory.mktemp("raw") / "birds")
-  data_dir = tmp_path_factory.mktemp("tfds")
-  tfds_builders.prepare("birds", str(root), str(data_dir), BIRDS_CPI)
-  return root, data_dir
+  return _prepared("birds", attngan_layout.make_birds_layout, BIRDS_CPI,
+                   shared_data, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
 def coco(shared_data, tmp_path_factory):
   """(raw COCO JSON layout, tfds data_dir with t2i_coco/cpi1 prepared)."""
-  root = attngan_layout.make_coco_json_layout(
-      shared_data, tmp_path_factory.mktemp("raw") / "coco")
-  data_dir = tmp_path_factory.mktemp("tfds")
-  tfds_builders.prepare("coco", str(root), str(data_dir), COCO_CPI)
-  return root, data_dir
+  return _prepared("coco", attngan_layout.make_coco_json_layout, COCO_CPI,
+                   shared_data, tmp_path_factory)
 
 
 def _assert_same_items(a, b):

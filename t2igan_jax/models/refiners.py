@@ -92,14 +92,30 @@ def _attention_map(alpha: jnp.ndarray, hh: int, ww: int) -> jnp.ndarray:
   return alpha.transpose(0, 2, 1).reshape(b, t, hh, ww)
 
 
-def _check_train(train):
+def _check_inputs(h, ngf, train):
+  """Shared argument checks of every refinement stage (BatchNorm mode, channels)."""
   if train is None:
     raise TypeError("a refinement stage needs train=True/False (BatchNorm mode)")
-
-
-def _check_channels(h, ngf):
   if h.shape[-1] != ngf:
     raise ValueError(f"refiner expects {ngf} input channels, got {h.shape[-1]}")
+
+
+def stage_tail(parts, *, ngf: int, r_num: int, bn_running_var: str, dtype: Any,
+               train: bool) -> jnp.ndarray:
+  """The tail every refinement stage shares (NEXT_STAGE_G after the text fusion).
+
+      x   = concat(parts, axis=-1)                       [B, H, W, 2·ngf]
+      out = UpBlock_{2ngf->ngf}(ResBlock^r_num(x))       [B, 2H, 2W, ngf]
+
+  Call it inside the stage's ``nn.compact`` ``__call__``: the submodules are
+  created in the calling stage's scope under the reference names
+  ``residual_{r}`` (reference ``residual.{r}``) and ``upsample``, so parameter
+  paths are those of the stage itself.
+  """
+  x = jnp.concatenate(parts, axis=-1)
+  for r in range(r_num):
+    x = ResBlock(bn_running_var, dtype=dtype, name=f"residual_{r}")(x, train=train)
+  return UpBlock(ngf, bn_running_var, dtype=dtype, name="upsample")(x, train=train)
 
 
 class MemoryRefinementStage(nn.Module):
@@ -129,8 +145,7 @@ class MemoryRefinementStage(nn.Module):
   @nn.compact
   def __call__(self, h, words, mask, sent=None, train: Optional[bool] = None):
     del sent
-    _check_train(train)
-    _check_channels(h, self.ngf)
+    _check_inputs(h, self.ngf, train)
     b, hh, ww, c = h.shape
     dt = self.dtype
     h, words = h.astype(dt), words.astype(dt)
@@ -142,11 +157,9 @@ class MemoryRefinementStage(nn.Module):
     o = ValueReading(c, dtype=dt, name="value_reading")(memory, alpha).reshape(
         b, hh, ww, c)
     h_new = ResponseGate(dtype=dt, name="response_gate")(h, o)
-    x = jnp.concatenate([h_new, h_new if self.memory_self_concat else o], axis=-1)
-    for r in range(self.r_num):
-      x = ResBlock(self.bn_running_var, dtype=dt, name=f"residual_{r}")(x, train=train)
-    out = UpBlock(self.ngf, self.bn_running_var, dtype=dt, name="upsample")(
-        x, train=train)
+    out = stage_tail([h_new, h_new if self.memory_self_concat else o], ngf=self.ngf,
+                     r_num=self.r_num, bn_running_var=self.bn_running_var,
+                     dtype=dt, train=train)
     return out, _attention_map(alpha, hh, ww)
 
 
@@ -194,21 +207,17 @@ class FFRefinementStage(nn.Module):
 
   @nn.compact
   def __call__(self, h, words, mask, sent=None, train: Optional[bool] = None):
-    _check_train(train)
+    _check_inputs(h, self.ngf, train)
     if sent is None:
       raise TypeError("FFRefinementStage needs the sentence embedding (GSR)")
-    _check_channels(h, self.ngf)
     _, hh, ww, _ = h.shape
     dt = self.dtype
     h, words, sent = h.astype(dt), words.astype(dt), sent.astype(dt)
     att_mask = ffgan_attention_mask(mask, self.word_mask, self.word_axis_length)
     h_w, alpha = FFBlock(dtype=dt, name="ff_block")(h, words, att_mask)
     g = GSR(dtype=dt, name="s_att")(h, sent)
-    x = jnp.concatenate([h_w, g], axis=-1)
-    for r in range(self.r_num):
-      x = ResBlock(self.bn_running_var, dtype=dt, name=f"residual_{r}")(x, train=train)
-    out = UpBlock(self.ngf, self.bn_running_var, dtype=dt, name="upsample")(
-        x, train=train)
+    out = stage_tail([h_w, g], ngf=self.ngf, r_num=self.r_num,
+                     bn_running_var=self.bn_running_var, dtype=dt, train=train)
     return out, _attention_map(alpha, hh, ww)
 
 
@@ -244,19 +253,15 @@ class AttentionRefinementStage(nn.Module):
   @nn.compact
   def __call__(self, h, words, mask, sent=None, train: Optional[bool] = None):
     del sent
-    _check_train(train)
-    _check_channels(h, self.ngf)
+    _check_inputs(h, self.ngf, train)
     _, hh, ww, _ = h.shape
     dt = self.dtype
     h, words = h.astype(dt), words.astype(dt)
     mask = apply_word_axis_length(mask, self.word_axis_length)
     row_mask = expand_word_mask(mask, hh * ww, self.attn_mask_mode)
     ctx, alpha = WordContextAttention(dtype=dt, name="att")(h, words, row_mask)
-    x = jnp.concatenate([h, ctx], axis=-1)
-    for r in range(self.r_num):
-      x = ResBlock(self.bn_running_var, dtype=dt, name=f"residual_{r}")(x, train=train)
-    out = UpBlock(self.ngf, self.bn_running_var, dtype=dt, name="upsample")(
-        x, train=train)
+    out = stage_tail([h, ctx], ngf=self.ngf, r_num=self.r_num,
+                     bn_running_var=self.bn_running_var, dtype=dt, train=train)
     return out, _attention_map(alpha, hh, ww)
 
 
