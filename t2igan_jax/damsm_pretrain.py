@@ -422,7 +422,9 @@ def _pretrain(config, workdir, watcher) -> dict[str, Any]:
       step += 1
       pending.add(step, metrics)
       if step % config.log_every_steps == 0 or step == total_steps:
-        scalars = metric_writer.write_interval(writer, progress, pending, step)
+        scalars = metric_writer.write_interval(writer, progress, pending, step,
+                                               extra={"data/skipped_examples":
+                                                      train_iter.num_skipped})
         logging.info("step %d: loss %.4f (w %.4f/%.4f, s %.4f/%.4f) lr %.2e",
                      step, scalars["train/loss"], scalars["train/w_loss0"],
                      scalars["train/w_loss1"], scalars["train/s_loss0"],

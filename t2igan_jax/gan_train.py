@@ -475,8 +475,9 @@ def _train(config, workdir, watcher) -> dict[str, Any]:
       step += 1
       pending.add(step, metrics)
       if step % config.log_every_steps == 0 or step == total_steps:
-        last_scalars = metric_writer.write_interval(writer, progress, pending,
-                                                    step)
+        last_scalars = metric_writer.write_interval(
+            writer, progress, pending, step,
+            extra={"data/skipped_examples": train_iter.num_skipped})
         logging.info("step %d: g_loss %.3f  d_loss %s  w %.3f s %.3f kl %.3f",
                      step, last_scalars["train/g_loss"],
                      " ".join(f"{last_scalars[f'train/d_loss{i}']:.3f}"

@@ -222,12 +222,14 @@ def _finite_mean(values) -> float:
 
 def write_interval(writer: "MetricWriter", progress: "Progress",
                    pending: "StepMetrics | list[tuple[int, Any]]",
-                   step: int) -> dict[str, float]:
+                   step: int,
+                   extra: Mapping[str, float] | None = None) -> dict[str, float]:
   """Fetches and checks the interval's metrics, writes their means.
 
   Returns ``{'train/<name>': mean over the interval}`` (over the finite
   values: skipped steps do not poison the mean) plus the progress timings
-  (``train/steps_per_sec``, ``train/step_time``).
+  (``train/steps_per_sec``, ``train/step_time``) and the host-side ``extra``
+  scalars written as they are (e.g. ``data/skipped_examples``).
   """
   if isinstance(pending, StepMetrics):
     fetched = pending.pop_interval()
@@ -240,6 +242,7 @@ def write_interval(writer: "MetricWriter", progress: "Progress",
     if k in fetched[-1][1]:
       scalars[f"train/{k}"] = float(np.asarray(fetched[-1][1][k]))
   scalars.update({f"train/{k}": v for k, v in timing.items()})
+  scalars.update({k: float(v) for k, v in (extra or {}).items()})
   writer.write_scalars(step, scalars)
   return scalars
 

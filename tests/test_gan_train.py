@@ -66,6 +66,7 @@ def test_pretrains_damsm_when_missing_then_trains(tmp_path):
   for key in ("train/g_loss", "train/d_loss0", "train/d_loss1",
               "train/g_w_loss", "train/kl_loss"):
     assert np.isfinite(result[key]), key
+  assert result["data/skipped_examples"] == 0   # the loader's skip counter
   with open(os.path.join(workdir, "metrics.json")) as f:
     assert json.load(f)[-1]["step"] == 2
 
