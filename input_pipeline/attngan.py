@@ -446,21 +446,11 @@ class AttnGANSource(source_items.KeyedImageSource):
     kept = [k for k in range(n) if k not in dropped[split]]
     bboxes = (load_bboxes(os.path.join(self.data_dir, CUB_DIR),
                           [keys[k] for k in kept]) if self.use_bbox else None)
-    paths = {k: os.path.join(self.image_dir, keys[k] + ".jpg") for k in kept}
-    found = images.existing_files(paths.values())
-    missing = [k for k in kept if paths[k] not in found]
-    if missing and on_bad_example != "skip":
-      raise errors.MissingExampleFileError(
-          f"{len(missing)} of the {n} keys in {filenames_path} have no image "
-          f"file in {self.image_dir}, e.g. {keys[missing[0]]!r} (expected "
-          f"{paths[missing[0]]}); set config.data.on_bad_example=skip to "
-          "leave them out")
-    for k in missing:
-      msg = f"{keys[k]!r} of {filenames_path} has no image {paths[k]}"
-      logging.warning("skipping %s image: %s", split, msg)
-      self.skipped.append((keys[k], msg))
-    missing = set(missing)
-    kept = [k for k in kept if k not in missing]
+    kept = [kept[j] for j in images.keep_existing(
+        [keys[k] for k in kept],
+        [os.path.join(self.image_dir, keys[k] + ".jpg") for k in kept],
+        listed_in=filenames_path, on_bad_example=on_bad_example,
+        skipped=self.skipped, label=split)]
     if not kept:
       raise ValueError(f"every image of {filenames_path} was skipped as bad "
                        f"(e.g. {self.skipped[0][1]})")

@@ -235,19 +235,9 @@ class CocoJsonSource(source_items.KeyedImageSource):
           f"(or a merged {merged}/)")
     self.image_dir = image_dir
     paths = [os.path.join(image_dir, n) for n in names]
-    found = images.existing_files(paths)
-    missing = [j for j, p in enumerate(paths) if p not in found]
-    if missing and on_bad_example != "skip":
-      raise errors.MissingExampleFileError(
-          f"{len(missing)} of the {len(paths)} images of {self.json_path} are "
-          f"not in {image_dir}, e.g. {paths[missing[0]]}; set "
-          "config.data.on_bad_example=skip to leave them out")
-    for j in missing:
-      msg = f"image {paths[j]} of {self.json_path} not found"
-      logging.warning("skipping COCO %s image: %s", split, msg)
-      self.skipped.append((keys[j], msg))
-    missing = set(missing)
-    keep = [j for j in range(len(keys)) if j not in missing]
+    keep = images.keep_existing(keys, paths, listed_in=self.json_path,
+                                on_bad_example=on_bad_example,
+                                skipped=self.skipped, label=f"COCO {split}")
     if not keep:
       raise ValueError(f"no usable image in the {split} split of "
                        f"{self.json_path}"

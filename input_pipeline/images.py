@@ -8,7 +8,9 @@ corrupt or truncated file raises an error that names the file and the example
 """
 
 import io
+import logging
 import os
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -75,3 +77,28 @@ def existing_files(paths) -> set[str]:
       continue
     found.update(p for p in members if os.path.basename(p) in names)
   return found
+
+
+def keep_existing(keys: Sequence[str], paths: Sequence[str], *, listed_in: str,
+                  on_bad_example: str, skipped: list, label: str) -> list[int]:
+  """Indices of the examples whose image file ``paths[j]`` exists.
+
+  A missing file stops with ``MissingExampleFileError`` naming ``listed_in``
+  (the list that names the images), the count, the first key and its expected
+  path ('error'), or is logged as a ``label`` image and appended to ``skipped``
+  as ``(key, reason)`` ('skip').
+  """
+  found = existing_files(paths)
+  missing = [j for j, p in enumerate(paths) if p not in found]
+  if missing and on_bad_example != "skip":
+    j = missing[0]
+    raise MissingExampleFileError(
+        f"{len(missing)} of the {len(paths)} keys in {listed_in} have no image "
+        f"file, e.g. {keys[j]!r} (expected {paths[j]}); set "
+        "config.data.on_bad_example=skip to leave them out")
+  for j in missing:
+    msg = f"{keys[j]!r} of {listed_in} has no image {paths[j]}"
+    logging.warning("skipping %s image: %s", label, msg)
+    skipped.append((keys[j], msg))
+  missing = set(missing)
+  return [j for j in range(len(paths)) if j not in missing]
