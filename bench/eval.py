@@ -95,10 +95,7 @@ def bench_generator(name: str, batches: list[int], reps: int) -> dict[str, Any]:
   dstate = jax.jit(functools.partial(damsm_pretrain.create_state, config,
                                      text_model, image_model))(
                                          jax.random.key(1))
-  enc = gan_train.Encoders(
-      text_params=dstate.params["text_encoder"],
-      image_vars={"params": dstate.params["image_encoder"],
-                  "batch_stats": dstate.batch_stats})
+  enc = gan_train.Encoders.from_damsm_state(dstate)
   models = gan_train.GanModels(config, text_model, image_model)
   state = jax.jit(functools.partial(gan_train.create_state, models))(
       jax.random.key(0))

@@ -308,10 +308,7 @@ def run_config(name: str, *, refiner: str = "memory", steps: int = 0,
   text_model, image_model = damsm_pretrain.build_models(config, n_words)
   dstate = make(lambda: damsm_pretrain.create_state(
       config, text_model, image_model, jax.random.key(1)))
-  enc = gan_train.Encoders(
-      text_params=dstate.params["text_encoder"],
-      image_vars={"params": dstate.params["image_encoder"],
-                  "batch_stats": dstate.batch_stats})
+  enc = gan_train.Encoders.from_damsm_state(dstate)
   del dstate
   timings["encoders_init_s"] = time.perf_counter() - t0
   t1 = time.perf_counter()

@@ -491,11 +491,15 @@ def load_encoders(damsm_dir: str, expected_vocab: Vocabulary | None = None):
     restored = ckpt.restore(abstract)
   finally:
     ckpt.close()
-  state = restored[0]
-  image_vars = {"params": state.params["image_encoder"],
-                "batch_stats": state.batch_stats}
-  return (text_model, state.params["text_encoder"], image_model, image_vars,
-          vocab)
+  text_params, image_vars = encoder_variables(restored[0])
+  return text_model, text_params, image_model, image_vars, vocab
+
+
+def encoder_variables(state: DamsmState):
+  """``(text_params, image_variables)`` of a DAMSM state, as the GAN uses them
+  (the image encoder's parameters with the trunk's BatchNorm statistics)."""
+  return state.params["text_encoder"], {"params": state.params["image_encoder"],
+                                        "batch_stats": state.batch_stats}
 
 
 def _with_defaults(enc_config: ml_collections.ConfigDict):

@@ -68,6 +68,11 @@ class Encoders:
   text_params: Any
   image_vars: Any
 
+  @classmethod
+  def from_damsm_state(cls, state) -> "Encoders":
+    text_params, image_vars = damsm_pretrain.encoder_variables(state)
+    return cls(text_params=text_params, image_vars=image_vars)
+
 
 def _adam(lr, config):
   return optax.adam(lr, b1=config.gan.beta1, b2=config.gan.beta2, eps=1e-8)

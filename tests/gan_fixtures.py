@@ -90,8 +90,5 @@ def untrained_gan(config):
   dstate = jax.jit(functools.partial(damsm_pretrain.create_state, config,
                                      text_model, image_model))(
                                          jax.random.key(1))
-  enc = gan_train.Encoders(
-      text_params=dstate.params["text_encoder"],
-      image_vars={"params": dstate.params["image_encoder"],
-                  "batch_stats": dstate.batch_stats})
+  enc = gan_train.Encoders.from_damsm_state(dstate)
   return gan_train.GanModels(config, text_model, image_model), enc
