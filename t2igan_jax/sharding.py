@@ -13,6 +13,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from t2igan_jax.errors import ConfigError
+
 DATA_AXIS = "data"
 
 
@@ -21,7 +23,7 @@ def make_mesh(num_devices: int = 0) -> Mesh:
   devices = jax.devices()
   if num_devices:
     if num_devices > len(devices) or jax.process_count() > 1:
-      raise ValueError(
+      raise ConfigError(
           f"config.num_devices={num_devices} but {len(devices)} devices in "
           f"{jax.process_count()} process(es); use 0 for all devices")
     devices = devices[:num_devices]
@@ -37,13 +39,15 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
 
 
 def check_batch_size(global_batch_size: int, mesh: Mesh, field: str) -> None:
-  """Raises a clear error when the global batch does not split over the mesh."""
+  """ConfigError naming ``field`` when the global batch does not split over
+  the mesh's devices and processes."""
   n = mesh.devices.size
-  if global_batch_size % n or global_batch_size % jax.process_count():
-    raise ValueError(
-        f"{field}={global_batch_size} must be divisible by the {n} devices "
-        f"({jax.process_count()} processes) of the data mesh; choose a batch "
-        f"size that is a multiple of {n}, or run on fewer devices")
+  processes = jax.process_count()
+  if global_batch_size % n or global_batch_size % processes:
+    raise ConfigError(
+        f"{field}={global_batch_size} is not divisible by the {n} devices "
+        f"({processes} process(es)) of the data mesh: use a multiple of {n} "
+        "or set config.num_devices")
 
 
 def device_batch(local_batch: dict[str, Any], mesh: Mesh) -> dict[str, Any]:

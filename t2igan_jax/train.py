@@ -16,7 +16,7 @@ import ml_collections
 
 from t2igan_jax import config_validation
 from t2igan_jax import sharding
-from t2igan_jax.errors import ConfigError, WorkdirError
+from t2igan_jax.errors import WorkdirError
 
 
 class _QuietLibraries(logging.Filter):
@@ -77,23 +77,12 @@ def _batch_fields(config: ml_collections.ConfigDict) -> list[str]:
 
 
 def check_devices(config: ml_collections.ConfigDict) -> None:
-  """ConfigError (before anything is built or compiled) when a global batch
-  does not split evenly over the devices and processes of the data mesh."""
-  available = jax.device_count()
-  if config.num_devices > available:
-    raise ConfigError(
-        f"config.num_devices={config.num_devices} but only {available} devices "
-        "are visible; use 0 for all of them")
-  n = config.num_devices or available
-  processes = jax.process_count()
+  """ConfigError (before anything is built or compiled) when the data mesh
+  cannot be made or a global batch does not split evenly over it."""
+  mesh = sharding.make_mesh(config.num_devices)
   for path in _batch_fields(config):
     section, name = path.split(".")
-    value = config[section][name]
-    if value % n or value % processes:
-      raise ConfigError(
-          f"config.{path}={value} is not divisible by the {n} devices "
-          f"({processes} process(es)) of the data mesh: use a multiple of {n} "
-          "or set config.num_devices")
+    sharding.check_batch_size(config[section][name], mesh, f"config.{path}")
 
 
 def _setup(config: ml_collections.ConfigDict, workdir: str) -> None:
