@@ -366,9 +366,8 @@ class Evaluator:
     step = gen.step
     logging.info("evaluating checkpoint step %d: %d samples, batch %d, %d px",
                  step, e.num_samples, e.batch_size, self.size)
-    repl = sharding.replicated(self.mesh)
-    g_params, g_stats, enc = jax.device_put(
-        (gen.g_params, gen.g_stats, gen.enc), repl)
+    # restore_generator already placed them replicated on this mesh's devices.
+    g_params, g_stats, enc = gen.g_params, gen.g_stats, gen.enc
     step_fn = self._compiled(gen)["step_fn"]
     z_key, ca_key = jax.random.key(e.seed), jax.random.key(e.seed + 1)
     batch_sharding = sharding.batch_sharded(self.mesh)
