@@ -21,7 +21,6 @@ Writes a table to stdout and JSON to ``bench/results/eval_<platform>_<time>.json
 
 import argparse
 import functools
-import json
 import os
 import statistics
 import sys
@@ -31,6 +30,8 @@ from typing import Any
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _ROOT not in sys.path:
   sys.path.insert(0, _ROOT)
+
+from bench import report as bench_report  # noqa: E402  pylint: disable=g-import-not-at-top
 
 PARTS = ("fid", "shapes", "bird")
 
@@ -157,12 +158,10 @@ def main(argv=None) -> dict[str, Any]:
             "num_devices": jax.device_count(), "jax_version": jax.__version__,
             "cpu_count": os.cpu_count(),
             "loadavg_1m_end": os.getloadavg()[0], "results": results}
-  os.makedirs(args.out_dir, exist_ok=True)
-  path = os.path.join(args.out_dir, f"eval_{report['platform']}_"
-                      f"{time.strftime('%Y%m%d_%H%M%S')}.json")
-  with open(path, "w") as f:
-    json.dump(report, f, indent=1)
-  print(f"wrote {path}")
+  bench_report.write_report(
+      args.out_dir,
+      f"eval_{report['platform']}_{time.strftime('%Y%m%d_%H%M%S')}.json",
+      report)
   return report
 
 

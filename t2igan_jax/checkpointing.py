@@ -264,21 +264,22 @@ class Checkpointer:
 
   def save_loop_step(self, step: int, state: Any, data_iterator, meta,
                      pending_metrics, *, total_steps: int, snapshot_every: int,
-                     preempted: bool) -> None:
+                     preempted: bool, stop_reason: str = "preempted") -> None:
     """A training loop's save after ``step`` (``save_checked``).
 
     Saves at the interval, and forced at the last step (``total_steps``), at
-    every snapshot (multiples of ``snapshot_every``) and when ``preempted``;
-    then, when preempted, waits for the save to be written and logs that the
-    run exits (the caller leaves its loop).
+    every snapshot (multiples of ``snapshot_every``) and when ``preempted``
+    (the loop stops after this step: a preemption notice or, with
+    ``stop_reason``, the time budget); then, when stopping, waits for the save
+    to be written and logs that the run exits (the caller leaves its loop).
     """
     self.save_checked(step, state, data_iterator, meta, pending_metrics,
                       force=(step == total_steps or preempted
                              or step % snapshot_every == 0))
     if preempted:
       self.wait()
-      logging.warning("preempted: saved checkpoint step %d in %s; exiting "
-                      "(the next start resumes from it)", step,
+      logging.warning("%s: saved checkpoint step %d in %s; exiting (the next "
+                      "start resumes from it)", stop_reason, step,
                       self.directory)
 
   def wait(self) -> None:

@@ -24,6 +24,7 @@ CHOICES = {
     "model.ffgan_word_mask": ("none", "padding"),
     "model.sn_update": ("every_call", "d_step_only"),
     "model.bn_running_var": ("unbiased", "biased"),
+    "model.conv_weight_grad": ("auto", "xla", "per_tap"),
     "gan.kl_reduction": ("mean", "sum"),
     "gan.bce": ("torch_clamped", "logits"),
     "gan.wrong_pair": ("shift", "other_class"),
@@ -31,6 +32,7 @@ CHOICES = {
     "eval.is_protocol": ("auto", "shapes", "cub", "coco", "none"),
     "eval.rprec_fold_slice": ("full", "reference"),
     "eval.png_quantization": ("truncate", "round"),
+    "sample.weights": ("ema", "raw"),
 }
 
 POSITIVE_INTS = (
@@ -156,6 +158,9 @@ def _validate_reliability(config) -> None:
   """Stage sizes, workdir, multi-host and non-finite handling fields."""
   if config.job != "pretrain_damsm":
     _check_stage_sizes(config)
+  if config.max_train_seconds < 0:
+    raise ConfigError(f"config.max_train_seconds={config.max_train_seconds} "
+                      "must be >= 0 (0: no time budget)")
   if config.min_free_disk_gb < 0:
     raise ConfigError(f"config.min_free_disk_gb={config.min_free_disk_gb} "
                       "must be >= 0")

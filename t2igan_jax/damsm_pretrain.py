@@ -47,6 +47,7 @@ from t2igan_jax import metric_writer
 from t2igan_jax import numerics
 from t2igan_jax import preemption
 from t2igan_jax import sharding
+from t2igan_jax import time_budget
 from t2igan_jax.errors import ConfigError
 from t2igan_jax.evaluation import r_precision
 from t2igan_jax.losses import damsm as damsm_losses
@@ -415,6 +416,8 @@ def _pretrain(config, workdir, watcher) -> dict[str, Any]:
   last_eval = None
   eval_every = dm.eval_every_epochs * steps_per_epoch
   preempted = False
+  budget = time_budget.TimeBudget(config.max_train_seconds,
+                                  sync_every=config.log_every_steps)
   try:
     while step < total_steps:
       local_batch = next(train_iter)
@@ -430,12 +433,17 @@ def _pretrain(config, workdir, watcher) -> dict[str, Any]:
                      scalars["train/w_loss1"], scalars["train/s_loss0"],
                      scalars["train/s_loss1"], scalars["train/lr"])
       preempted = watcher.reached(step)
-      if not preempted and (step % eval_every == 0 or step == total_steps):
+      out_of_time = budget.reached(step) and not preempted
+      if not preempted and (step % eval_every == 0 or step == total_steps
+                            or out_of_time):
         last_eval = evaluate(step)
       ckpt.save_loop_step(step, state, train_iter, meta, pending,
                           total_steps=total_steps,
-                          snapshot_every=snapshot_every, preempted=preempted)
-      if preempted:
+                          snapshot_every=snapshot_every,
+                          preempted=preempted or out_of_time,
+                          stop_reason=("preempted" if preempted else
+                                       "time budget reached"))
+      if preempted or out_of_time:
         break
   finally:
     ckpt.close()
@@ -444,6 +452,10 @@ def _pretrain(config, workdir, watcher) -> dict[str, Any]:
     return {"step": step, "preempted": True}
   if last_eval is None:  # resumed a finished run: score it again
     last_eval = evaluate(step)
+  if budget.step is not None:
+    logging.info("config.max_train_seconds=%g reached after step %d",
+                 config.max_train_seconds, step)
+    return {**last_eval, "time_budget_reached": True}
   return last_eval
 
 

@@ -39,7 +39,9 @@ Results go to ``workdir/eval_<step>.json`` and TensorBoard (``eval/fid``,
 ``eval/r_precision_std``, ``eval/samples``). With ``eval.watch`` the job keeps
 evaluating every checkpoint that has no ``eval_<step>.json`` yet and waits for
 new ones until ``watch_timeout_s`` pass without one (a separate evaluator
-process beside training, as on Cloud TPU).
+process beside training, as on Cloud TPU). ``sample.weights = 'raw'``
+evaluates the trained G instead of its EMA (short runs) into
+``eval_<step>_raw.json`` and ``eval_raw/...``.
 """
 
 import functools
@@ -78,8 +80,10 @@ FID_NOTE = ("FID with the TTUR / pytorch-fid Inception weights (2015-12-05 "
             "same real images")
 
 
-def eval_path(workdir: str, step: int) -> str:
-  return os.path.join(workdir, f"eval_{step}.json")
+def eval_path(workdir: str, step: int, weights: str = "ema") -> str:
+  """``eval_<step>.json`` (EMA G, reference) or ``eval_<step>_raw.json``."""
+  suffix = "" if weights == "ema" else f"_{weights}"
+  return os.path.join(workdir, f"eval_{step}{suffix}.json")
 
 
 def quantize(images, mode: str):
@@ -192,10 +196,14 @@ class Evaluator:
     self.captions = [_captions_of(self.test_source, i) for i in range(n)]
     self.class_ids = np.asarray([_class_of(self.test_source, i)
                                  for i in range(n)], np.int64)
-    self.fid_module, self.fid_variables = fid_inception.load_fid_inception(
-        e.fid_weights or None)
-    self.fid_fn = fid_inception.fid_feature_fn(self.fid_module,
-                                               self.fid_variables)
+    if e.fid:
+      self.fid_module, self.fid_variables = (
+          fid_inception.load_fid_inception(e.fid_weights or None))
+      self.fid_fn = fid_inception.fid_feature_fn(self.fid_module,
+                                                 self.fid_variables)
+    else:
+      logging.warning("config.eval.fid=False: FID is not computed")
+      self.fid_module = self.fid_variables = self.fid_fn = None
     self.is_protocol = resolve_is_protocol(config)
     self.is_fn, self.is_info = self._load_is_classifier()
     self._real_stats = None
@@ -371,7 +379,8 @@ class Evaluator:
     step_fn = self._compiled(gen)["step_fn"]
     z_key, ca_key = jax.random.key(e.seed), jax.random.key(e.seed + 1)
     batch_sharding = sharding.batch_sharded(self.mesh)
-    fid_chunks = _Chunker(self.fid_fn, e.fid_batch_size, self.mesh)
+    fid_chunks = (_Chunker(self.fid_fn, e.fid_batch_size, self.mesh)
+                  if e.fid else None)
     is_chunks = (_Chunker(self.is_fn, e.fid_batch_size, self.mesh)
                  if self.is_fn is not None else None)
     image_dir = os.path.join(self.workdir, f"eval_{step}_images")
@@ -392,7 +401,8 @@ class Evaluator:
                                  (images, codes, sent), tiled=True))
       keep = min(e.batch_size, e.num_samples - done)
       pixels = _to_uint8(images[:keep])
-      fid_chunks.add(pixels)
+      if fid_chunks is not None:
+        fid_chunks.add(pixels)
       if is_chunks is not None:
         is_chunks.add(pixels)
       image_codes.append(codes[:keep])
@@ -414,18 +424,23 @@ class Evaluator:
         "seed": e.seed, "image_size": self.size,
         "png_quantization": e.png_quantization,
         "eval_words_num": c.data.eval_words_num,
-        "refiner": c.model.refiner, "damsm_dir": gen.damsm_dir}
+        "refiner": c.model.refiner, "damsm_dir": gen.damsm_dir,
+        "generator_weights": c.sample.weights}
     # FID
-    feats = fid_chunks.result()
-    mu_r, sigma_r = self.real_statistics()
-    mu_g, sigma_g = fid_lib.statistics(feats)
-    result["fid"] = fid_lib.frechet_distance(mu_g, sigma_g, mu_r, sigma_r)
-    result["fid_protocol"] = {
-        "weights": e.fid_weights or fid_inception.FID_PACKAGE_PIN,
-        "resize": f"{self.fid_module.resize_mode} bilinear to "
-                  f"{self.fid_module.input_size}",
-        "reference_statistics": os.path.abspath(self.stats_path()),
-        "paper_comparable": False, "note": FID_NOTE}
+    if fid_chunks is not None:
+      feats = fid_chunks.result()
+      mu_r, sigma_r = self.real_statistics()
+      mu_g, sigma_g = fid_lib.statistics(feats)
+      result["fid"] = fid_lib.frechet_distance(mu_g, sigma_g, mu_r, sigma_r)
+      result["fid_protocol"] = {
+          "weights": e.fid_weights or fid_inception.FID_PACKAGE_PIN,
+          "resize": f"{self.fid_module.resize_mode} bilinear to "
+                    f"{self.fid_module.input_size}",
+          "reference_statistics": os.path.abspath(self.stats_path()),
+          "paper_comparable": False, "note": FID_NOTE}
+    else:
+      result["fid"] = None
+      result["fid_protocol"] = {"skipped": "config.eval.fid=False"}
     # IS
     if is_chunks is not None:
       logits = is_chunks.result()
@@ -458,33 +473,37 @@ class Evaluator:
     return result
 
   def _write(self, step: int, result: dict[str, Any], grid) -> None:
-    scalars = {"eval/fid": result["fid"],
-               "eval/r_precision_mean": result["r_precision_mean"],
-               "eval/r_precision_std": result["r_precision_std"]}
+    weights = self.config.sample.weights
+    tag = "eval" if weights == "ema" else f"eval_{weights}"   # TensorBoard
+    scalars = {f"{tag}/r_precision_mean": result["r_precision_mean"],
+               f"{tag}/r_precision_std": result["r_precision_std"]}
+    if result["fid"] is not None:
+      scalars[f"{tag}/fid"] = result["fid"]
     if "is_mean" in result:
-      scalars.update({"eval/is_mean": result["is_mean"],
-                      "eval/is_std": result["is_std"]})
+      scalars.update({f"{tag}/is_mean": result["is_mean"],
+                      f"{tag}/is_std": result["is_std"]})
     writer = metric_writer.MetricWriter(self.workdir)
     try:
       writer.write_scalars(step, scalars)
       if grid is not None:
-        writer.write_images(step, {"eval/samples": grid})
+        writer.write_images(step, {f"{tag}/samples": grid})
     finally:
       writer.close()
     if jax.process_index() == 0:
-      path = eval_path(self.workdir, step)
+      path = eval_path(self.workdir, step, self.config.sample.weights)
       tmp = path + ".tmp"
       with open(tmp, "w") as f:
         json.dump(result, f, indent=1)
       os.replace(tmp, path)
-    summary = f"FID {result['fid']:.3f}"
+    summary = ("FID skipped" if result["fid"] is None
+               else f"FID {result['fid']:.3f}")
     if "is_mean" in result:
       summary += f", IS {result['is_mean']:.3f} ± {result['is_std']:.3f}"
     summary += (f", R-precision {result['r_precision_mean']:.4f} ± "
                 f"{result['r_precision_std']:.4f}")
     logging.info("eval step %d (%d samples, %.0f s): %s -> %s", step,
                  result["num_samples"], result["seconds"], summary,
-                 eval_path(self.workdir, step))
+                 eval_path(self.workdir, step, self.config.sample.weights))
 
 
 def watch(evaluator: Evaluator) -> list[dict[str, Any]]:
@@ -497,7 +516,8 @@ def watch(evaluator: Evaluator) -> list[dict[str, Any]]:
   deadline = time.monotonic() + e.watch_timeout_s
   while True:
     pending = [s for s in sample_lib.list_steps(evaluator.workdir)
-               if not os.path.exists(eval_path(evaluator.workdir, s))]
+               if not os.path.exists(eval_path(
+                   evaluator.workdir, s, evaluator.config.sample.weights))]
     if pending:
       for step in pending:
         try:

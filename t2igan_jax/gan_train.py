@@ -40,6 +40,7 @@ from t2igan_jax import metric_writer
 from t2igan_jax import numerics
 from t2igan_jax import preemption
 from t2igan_jax import sharding
+from t2igan_jax import time_budget
 from t2igan_jax.losses import gan as gan_losses
 from t2igan_jax.models import conditioning
 from t2igan_jax.models import discriminator as discriminator_lib
@@ -321,6 +322,7 @@ def _resolve_damsm_dir(config, workdir) -> str:
   damsm_config = ml_collections.ConfigDict(config.to_dict())
   damsm_config.job = "pretrain_damsm"
   damsm_config.debug_nonfinite_step = -1  # a GAN loss term is not DAMSM's
+  damsm_config.max_train_seconds = 0.0  # the budget is the GAN loop's
   logging.info("no config.gan.damsm_dir: pretraining DAMSM into %s first",
                damsm_dir)
   os.makedirs(damsm_dir, exist_ok=True)
@@ -472,6 +474,8 @@ def _train(config, workdir, watcher) -> dict[str, Any]:
   last_scalars: dict[str, float] = {}
   preempted = False
   t_start = time.monotonic()
+  budget = time_budget.TimeBudget(config.max_train_seconds,
+                                  sync_every=config.log_every_steps)
   try:
     while step < total_steps:
       local_batch = next(train_iter)
@@ -493,16 +497,31 @@ def _train(config, workdir, watcher) -> dict[str, Any]:
       if step % config.image_every_steps == 0 or step == total_steps:
         log_images(step)
       preempted = watcher.reached(step)
+      out_of_time = budget.reached(step)
+      if out_of_time and not preempted:
+        if step % config.log_every_steps:
+          last_scalars = metric_writer.write_interval(
+              writer, progress, pending, step,
+              extra={"data/skipped_examples": train_iter.num_skipped})
+        if step % config.image_every_steps:
+          log_images(step)
+        logging.info("config.max_train_seconds=%g reached after step %d",
+                     config.max_train_seconds, step)
       ckpt.save_loop_step(step, state, train_iter, meta, pending,
                           total_steps=total_steps,
-                          snapshot_every=snapshot_every, preempted=preempted)
-      if preempted:
+                          snapshot_every=snapshot_every,
+                          preempted=preempted or out_of_time,
+                          stop_reason=("preempted" if preempted else
+                                       "time budget reached"))
+      if preempted or out_of_time:
         break
   finally:
     ckpt.close()
     writer.close()
   result = {"step": step, "seconds": time.monotonic() - t_start,
             **last_scalars}
+  if budget.step is not None and not preempted:
+    result["time_budget_reached"] = True
   if preempted:
     return {**result, "preempted": True}
   if jax.process_index() == 0:

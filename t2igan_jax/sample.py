@@ -68,7 +68,8 @@ REPORT_FILE = "report.json"
 class RestoredGenerator:
   """A trained generator ready to sample (all arrays on the default device)."""
   models: gan_train.GanModels
-  g_params: Any          # the EMA parameters (what the reference samples)
+  g_params: Any          # the EMA parameters (what the reference samples), or
+                         # the raw ones with config.sample.weights='raw'
   g_stats: Any           # BN running statistics ('live', reference)
   enc: gan_train.Encoders
   vocab: Vocabulary
@@ -82,7 +83,8 @@ def checkpoint_dir(workdir: str) -> str:
 
 
 def list_steps(workdir: str) -> list[int]:
-  """Finished GAN checkpoint steps in ``workdir`` (ascending)."""
+  """Finished checkpoint steps in ``workdir/checkpoints`` (ascending); a GAN
+  or a DAMSM workdir (both keep their checkpoints there)."""
   directory = checkpoint_dir(workdir)
   if not os.path.isdir(directory):
     return []
@@ -154,8 +156,12 @@ def restore_generator(config: ml_collections.ConfigDict, workdir: str,
   # One placement for everything the sampling step reads: the encoders come
   # back replicated over all devices, the generator state on one.
   repl = sharding.replicated(sharding.make_mesh(config.num_devices))
+  weights = {"ema": state.g_ema, "raw": state.g_params}[config.sample.weights]
+  if config.sample.weights != "ema":
+    logging.info("sampling the raw generator (config.sample.weights='raw'), "
+                 "not its EMA")
   g_params, g_stats, enc = jax.device_put(
-      (state.g_ema, state.g_stats,
+      (weights, state.g_stats,
        gan_train.Encoders(text_params=text_params, image_vars=image_vars)), repl)
   return RestoredGenerator(models=models, g_params=g_params,
                            g_stats=g_stats, enc=enc, vocab=vocab,

@@ -11,11 +11,13 @@ import json
 import os
 import shutil
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from t2igan_jax import evaluate as evaluate_lib
+from t2igan_jax import sample as sample_lib
 from t2igan_jax import train
 from t2igan_jax.evaluation import fid as fid_lib
 
@@ -117,3 +119,45 @@ def test_watch_evaluates_every_checkpoint_then_times_out(evaluated):
       assert json.load(f)["step"] == step
   # Through the job entry point: nothing new, so it evaluates nothing and stops.
   assert train.run(eval_config(), workdir) == []
+
+
+def test_fid_off_skips_inception_and_keeps_the_other_metrics(evaluated):
+  """config.eval.fid=False: no FID network, same IS and R-precision."""
+  workdir, results, _ = evaluated
+  c = eval_config()
+  c.eval.watch = False
+  c.eval.fid = False
+  c.eval.step = 4
+  ev = evaluate_lib.Evaluator(c, workdir)
+  assert ev.fid_fn is None
+  result = ev.run(4)
+  assert result["fid"] is None and "skipped" in result["fid_protocol"]
+  full = results[-1]
+  assert result["r_precision_per_fold"] == full["r_precision_per_fold"]
+  assert result["is_mean"] == pytest.approx(full["is_mean"], rel=1e-5)
+  with open(os.path.join(workdir, "eval_4.json")) as f:
+    assert json.load(f)["fid"] is None
+
+
+def test_raw_generator_weights_are_a_separate_result(evaluated):
+  """config.sample.weights='raw': the trained G, into eval_<step>_raw.json."""
+  workdir, results, _ = evaluated
+  c = eval_config()
+  c.eval.watch = False
+  c.eval.fid = False
+  c.sample.weights = "raw"
+  result = evaluate_lib.Evaluator(c, workdir).run(4)
+  assert result["generator_weights"] == "raw"
+  assert results[-1]["generator_weights"] == "ema"
+  with open(os.path.join(workdir, "eval_4_raw.json")) as f:
+    assert json.load(f)["generator_weights"] == "raw"
+  with open(os.path.join(workdir, "eval_4.json")) as f:
+    assert json.load(f)["generator_weights"] == "ema"   # not overwritten
+  # The evaluated parameters are the raw ones (after 4 steps they differ from
+  # the EMA's by far more than rounding).
+  raw = sample_lib.restore_generator(c, workdir, 4).g_params
+  c.sample.weights = "ema"
+  ema = sample_lib.restore_generator(c, workdir, 4).g_params
+  diffs = [float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+           for a, b in zip(jax.tree.leaves(raw), jax.tree.leaves(ema))]
+  assert max(diffs) > 1e-4

@@ -125,3 +125,22 @@ def test_damsm_vocabulary_mismatch_is_refused(tmp_path, damsm_dir,
   c.gan.damsm_dir = damsm_dir  # pretrained on shapes: another vocabulary
   with pytest.raises(ValueError, match="vocabulary"):
     train.run(c, str(tmp_path / "gan"))
+
+
+def test_time_budget_stops_saves_and_resumes(tmp_path, damsm_dir):
+  """config.max_train_seconds: stop after the step that spends the budget,
+  checkpoint it, and resume from it with a fresh budget."""
+  workdir = str(tmp_path / "w")
+  c = tiny_config(1, max_steps=3, damsm_dir=damsm_dir)
+  c.max_train_seconds = 1e-3    # spent by the first step
+  result = train.run(c, workdir)
+  assert result["step"] == 1 and result["time_budget_reached"]
+  assert "preempted" not in result
+  assert os.path.isdir(os.path.join(workdir, "checkpoints", "1"))
+  with open(os.path.join(workdir, "metrics.json")) as f:
+    assert json.load(f)[-1]["step"] == 1
+  result = train.run(c, workdir)     # resumes at step 1, stops after step 2
+  assert result["step"] == 2 and result["time_budget_reached"]
+  c.max_train_seconds = 0.0
+  result = train.run(c, workdir)
+  assert result["step"] == 3 and "time_budget_reached" not in result

@@ -34,6 +34,7 @@ reference key                            Flax path
 Parameters per block at ngf=64, text_dim=256: 16,384 + 3·73,728 = 237,568.
 """
 
+import functools
 from typing import Any, Optional
 
 import flax.linen as nn
@@ -51,17 +52,20 @@ class AffineCombination(nn.Module):
       u = conv3x3_{C->acm_dim}(ctx);  γ = conv3x3_{acm_dim->C}(u);  β = conv3x3_{acm_dim->C}(u)
 
   Params: ``conv`` [3,3,C,acm_dim], ``conv_weight`` [3,3,acm_dim,C],
-  ``conv_bias`` [3,3,acm_dim,C] (kernels only).
+  ``conv_bias`` [3,3,acm_dim,C] (kernels only). ``conv_weight_grad``: 'xla' |
+  'per_tap' (``layers.conv3x3``).
   """
   acm_dim: int = ACM_DIM
   dtype: Any = jnp.float32
+  conv_weight_grad: str = "xla"
 
   @nn.compact
   def __call__(self, h, ctx):
     c = h.shape[-1]
-    u = conv3x3(self.acm_dim, name="conv", dtype=self.dtype)(ctx)
-    gamma = conv3x3(c, name="conv_weight", dtype=self.dtype)(u)
-    beta = conv3x3(c, name="conv_bias", dtype=self.dtype)(u)
+    conv = functools.partial(conv3x3, dtype=self.dtype, weight_grad=self.conv_weight_grad)
+    u = conv(self.acm_dim, name="conv")(ctx)
+    gamma = conv(c, name="conv_weight")(u)
+    beta = conv(c, name="conv_bias")(u)
     return h.astype(self.dtype) * gamma + beta
 
 
@@ -74,9 +78,11 @@ class FFBlock(nn.Module):
   """
   acm_dim: int = ACM_DIM
   dtype: Any = jnp.float32
+  conv_weight_grad: str = "xla"
 
   @nn.compact
   def __call__(self, h, words, mask: Optional[jnp.ndarray] = None):
     ctx, alpha = WordContextAttention(dtype=self.dtype, name="w_att")(h, words, mask)
     return AffineCombination(self.acm_dim, dtype=self.dtype,
+                             conv_weight_grad=self.conv_weight_grad,
                              name="affine")(h, ctx), alpha

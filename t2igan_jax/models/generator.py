@@ -41,6 +41,11 @@ computation dtype of the initial stage, the refiners and the image heads
 (its mu/logvar feed the KL loss); images are returned in float32, attention
 maps in float32. ``remat_stages`` lists the refinement stages k wrapped in
 ``nn.remat`` (default none = reference memory behaviour; same values).
+
+``conv_weight_grad`` (config ``model.conv_weight_grad``): how every conv of G
+computes its kernel gradient: 'xla' (default: XLA's own, = plain ``nn.Conv``) |
+'per_tap' (one GEMM per kernel tap, ``conv_grad``; several times faster on
+XLA:CPU, same values up to float summation order).
 """
 
 from typing import Any, Optional
@@ -49,8 +54,9 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from t2igan_jax.models.conditioning import ConditioningAugmentation
-from t2igan_jax.models.initial_stage import InitialStage
+from t2igan_jax.models import conv_grad
 from t2igan_jax.models import precision
+from t2igan_jax.models.initial_stage import InitialStage
 from t2igan_jax.models.layers import ImageHead
 from t2igan_jax.models.refiners import make_refiner
 
@@ -75,6 +81,7 @@ class Generator(nn.Module):
   bn_running_var: str = "unbiased"
   dtype: Any = jnp.float32
   remat_stages: tuple[int, ...] = ()
+  conv_weight_grad: str = "xla"
 
   def _refiner_kwargs(self) -> dict:
     if self.refiner == "memory":
@@ -125,15 +132,18 @@ class Generator(nn.Module):
     mask = mask.astype(jnp.bool_)
     c, mu, logvar = ConditioningAugmentation(self.condition_dim, name="ca_net")(
         sent, sample=sample_ca)
+    wg = self.conv_weight_grad
     h = InitialStage(self.ngf, self.base_size, self.bn_running_var,
-                     dtype=self.dtype, name="h_net1")(c, z, train=train)
-    images = [ImageHead(dtype=self.dtype, name="img_net1")(h)]
+                     dtype=self.dtype, conv_weight_grad=wg, name="h_net1")(
+                         c, z, train=train)
+    images = [ImageHead(dtype=self.dtype, conv_weight_grad=wg, name="img_net1")(h)]
     attention = []
     for k in range(2, self.num_stages + 1):
       h, att = make_refiner(self.refiner, remat=k in self.remat_stages,
                             **self._refiner_kwargs(), dtype=self.dtype,
-                            name=f"h_net{k}")(h, words, mask, sent, train)
-      images.append(ImageHead(dtype=self.dtype, name=f"img_net{k}")(h))
+                            conv_weight_grad=wg, name=f"h_net{k}")(h, words, mask, sent, train)
+      images.append(ImageHead(dtype=self.dtype, conv_weight_grad=wg,
+                              name=f"img_net{k}")(h))
       attention.append(att)
     return dict(images=images, attention=attention, mu=mu, logvar=logvar)
 
@@ -155,4 +165,5 @@ def generator_from_config(config) -> Generator:
       bn_running_var=m.bn_running_var,
       dtype=precision.compute_dtype(config),
       remat_stages=precision.remat_stages(config.get("remat", "none"),
-                                          config.data.branch_num))
+                                          config.data.branch_num),
+      conv_weight_grad=conv_grad.resolve(m.get("conv_weight_grad", "xla")))

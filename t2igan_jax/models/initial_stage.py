@@ -34,6 +34,7 @@ class InitialStage(nn.Module):
   out_size: int = 64
   bn_running_var: str = "unbiased"
   dtype: Any = jnp.float32   # computation dtype (params float32)
+  conv_weight_grad: str = "xla"   # 'xla' | 'per_tap' (layers.conv3x3)
 
   @property
   def num_upsamples(self) -> int:
@@ -54,5 +55,6 @@ class InitialStage(nn.Module):
     h = x.reshape(x.shape[0], c0, 4, 4).transpose(0, 2, 3, 1)   # channel-major -> NHWC
     for i in range(n):
       h = UpBlock(c0 // 2 ** (i + 1), self.bn_running_var, dtype=self.dtype,
+                  conv_weight_grad=self.conv_weight_grad,
                   name=f"upsample{i + 1}")(h, train=train)
     return h

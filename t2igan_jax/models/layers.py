@@ -23,6 +23,12 @@ Mixed precision: every module takes ``dtype`` (the computation dtype, default
 float32 = the reference); convs run in it with float32 parameters
 (``param_dtype``), BatchNorm reduces its statistics in float32 and returns
 ``dtype`` (``batch_norm.BatchNorm``).
+
+Conv kernel gradient: every module takes ``conv_weight_grad`` (config
+``model.conv_weight_grad``): 'xla' (default: plain ``nn.Conv``, XLA's own
+gradient) | 'per_tap' (``conv_grad.conv_general_dilated``: the same forward, the
+kernel gradient as one GEMM per kernel tap, faster on XLA:CPU; same values up to
+float summation order).
 """
 
 import flax.linen as nn
@@ -31,6 +37,7 @@ import jax.numpy as jnp
 
 from typing import Any
 
+from t2igan_jax.models import conv_grad
 from t2igan_jax.models.batch_norm import BatchNorm
 from t2igan_jax.models.init_utils import bn_scale_init, torch_orthogonal
 
@@ -54,21 +61,27 @@ def upsample_nearest2x(x: jnp.ndarray) -> jnp.ndarray:
   return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
 
 
-def conv3x3(features: int, name=None, dtype: Any = jnp.float32) -> nn.Conv:
+def conv3x3(features: int, name=None, dtype: Any = jnp.float32,
+            weight_grad: str = "xla") -> nn.Conv:
   """3x3 conv, stride 1, padding 1 (explicit), no bias, orthogonal kernel.
 
-  Computes in ``dtype``; the kernel is stored in float32.
+  Computes in ``dtype``; the kernel is stored in float32. ``weight_grad``:
+  kernel-gradient implementation ('xla' | 'per_tap', ``conv_grad.conv_fn``).
   """
   return nn.Conv(features, (3, 3), strides=(1, 1), padding=((1, 1), (1, 1)),
                  use_bias=False, kernel_init=torch_orthogonal(), name=name,
-                 dtype=dtype, param_dtype=jnp.float32)
+                 dtype=dtype, param_dtype=jnp.float32,
+                 conv_general_dilated=conv_grad.conv_fn(weight_grad))
 
 
-def conv1x1(features: int, name=None, dtype: Any = jnp.float32) -> nn.Conv:
-  """1x1 conv, no bias, orthogonal kernel (computes in ``dtype``, float32 kernel)."""
+def conv1x1(features: int, name=None, dtype: Any = jnp.float32,
+            weight_grad: str = "xla") -> nn.Conv:
+  """1x1 conv, no bias, orthogonal kernel (computes in ``dtype``, float32 kernel;
+  ``weight_grad`` as in ``conv3x3``)."""
   return nn.Conv(features, (1, 1), strides=(1, 1), padding=((0, 0), (0, 0)),
                  use_bias=False, kernel_init=torch_orthogonal(), name=name,
-                 dtype=dtype, param_dtype=jnp.float32)
+                 dtype=dtype, param_dtype=jnp.float32,
+                 conv_general_dilated=conv_grad.conv_fn(weight_grad))
 
 
 def batch_norm(running_var: str = "unbiased", name=None) -> BatchNorm:
@@ -87,11 +100,13 @@ class UpBlock(nn.Module):
   features: int
   bn_running_var: str = "unbiased"
   dtype: Any = jnp.float32
+  conv_weight_grad: str = "xla"
 
   @nn.compact
   def __call__(self, x, *, train: bool):
     x = upsample_nearest2x(x.astype(self.dtype))
-    x = conv3x3(2 * self.features, name="conv", dtype=self.dtype)(x)
+    x = conv3x3(2 * self.features, name="conv", dtype=self.dtype,
+                weight_grad=self.conv_weight_grad)(x)
     x = batch_norm(self.bn_running_var, name="bn")(x, use_running_average=not train)
     return glu(x)
 
@@ -104,15 +119,17 @@ class ResBlock(nn.Module):
   """
   bn_running_var: str = "unbiased"
   dtype: Any = jnp.float32
+  conv_weight_grad: str = "xla"
 
   @nn.compact
   def __call__(self, x, *, train: bool):
     c = x.shape[-1]
     x = x.astype(self.dtype)
-    y = conv3x3(2 * c, name="conv1", dtype=self.dtype)(x)
+    wg = self.conv_weight_grad
+    y = conv3x3(2 * c, name="conv1", dtype=self.dtype, weight_grad=wg)(x)
     y = batch_norm(self.bn_running_var, name="bn1")(y, use_running_average=not train)
     y = glu(y)
-    y = conv3x3(c, name="conv2", dtype=self.dtype)(y)
+    y = conv3x3(c, name="conv2", dtype=self.dtype, weight_grad=wg)(y)
     y = batch_norm(self.bn_running_var, name="bn2")(y, use_running_average=not train)
     return y + x
 
@@ -124,8 +141,10 @@ class ImageHead(nn.Module):
   DAMSM image encoder consume).
   """
   dtype: Any = jnp.float32
+  conv_weight_grad: str = "xla"
 
   @nn.compact
   def __call__(self, h):
-    y = conv3x3(3, name="conv", dtype=self.dtype)(h.astype(self.dtype))
+    y = conv3x3(3, name="conv", dtype=self.dtype,
+                weight_grad=self.conv_weight_grad)(h.astype(self.dtype))
     return jnp.tanh(y.astype(jnp.float32))

@@ -43,6 +43,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from t2igan_jax.models import conv_grad
 from t2igan_jax.models.init_utils import torch_default_bias, torch_orthogonal
 
 ATTN_MASK_MODES = ("rolled", "per_caption")
@@ -162,8 +163,11 @@ class ResponseGate(nn.Module):
 
       g_r = σ(conv1x1_{2C->1}([h, o]) + b)   (concat order [h, o])
       h'  = h·(1 - g_r) + o·g_r
+
+  ``conv_weight_grad``: 'xla' | 'per_tap' (``conv_grad.conv_fn``).
   """
   dtype: Any = jnp.float32
+  conv_weight_grad: str = "xla"
 
   @nn.compact
   def __call__(self, h, o):
@@ -172,6 +176,7 @@ class ResponseGate(nn.Module):
     gate = nn.Conv(1, (1, 1), padding=((0, 0), (0, 0)), use_bias=True,
                    kernel_init=torch_orthogonal(),
                    bias_init=torch_default_bias(x.shape[-1]), name="conv",
-                   dtype=self.dtype, param_dtype=jnp.float32)(x)
+                   dtype=self.dtype, param_dtype=jnp.float32,
+                   conv_general_dilated=conv_grad.conv_fn(self.conv_weight_grad))(x)
     gate = jax.nn.sigmoid(gate)
     return h * (1.0 - gate) + o * gate

@@ -101,7 +101,7 @@ def _check_inputs(h, ngf, train):
 
 
 def stage_tail(parts, *, ngf: int, r_num: int, bn_running_var: str, dtype: Any,
-               train: bool) -> jnp.ndarray:
+               train: bool, conv_weight_grad: str = "xla") -> jnp.ndarray:
   """The tail every refinement stage shares (NEXT_STAGE_G after the text fusion).
 
       x   = concat(parts, axis=-1)                       [B, H, W, 2·ngf]
@@ -110,12 +110,15 @@ def stage_tail(parts, *, ngf: int, r_num: int, bn_running_var: str, dtype: Any,
   Call it inside the stage's ``nn.compact`` ``__call__``: the submodules are
   created in the calling stage's scope under the reference names
   ``residual_{r}`` (reference ``residual.{r}``) and ``upsample``, so parameter
-  paths are those of the stage itself.
+  paths are those of the stage itself. ``conv_weight_grad``: the convs'
+  kernel-gradient implementation ('xla' | 'per_tap', ``layers.conv3x3``).
   """
   x = jnp.concatenate(parts, axis=-1)
   for r in range(r_num):
-    x = ResBlock(bn_running_var, dtype=dtype, name=f"residual_{r}")(x, train=train)
-  return UpBlock(ngf, bn_running_var, dtype=dtype, name="upsample")(x, train=train)
+    x = ResBlock(bn_running_var, dtype=dtype, conv_weight_grad=conv_weight_grad,
+                 name=f"residual_{r}")(x, train=train)
+  return UpBlock(ngf, bn_running_var, dtype=dtype, conv_weight_grad=conv_weight_grad,
+                 name="upsample")(x, train=train)
 
 
 class MemoryRefinementStage(nn.Module):
@@ -141,6 +144,7 @@ class MemoryRefinementStage(nn.Module):
   memory_self_concat: bool = True
   bn_running_var: str = "unbiased"
   dtype: Any = jnp.float32
+  conv_weight_grad: str = "xla"
 
   @nn.compact
   def __call__(self, h, words, mask, sent=None, train: Optional[bool] = None):
@@ -156,10 +160,11 @@ class MemoryRefinementStage(nn.Module):
                           name="key_addressing")(h, memory, mask)
     o = ValueReading(c, dtype=dt, name="value_reading")(memory, alpha).reshape(
         b, hh, ww, c)
-    h_new = ResponseGate(dtype=dt, name="response_gate")(h, o)
+    h_new = ResponseGate(dtype=dt, conv_weight_grad=self.conv_weight_grad,
+                         name="response_gate")(h, o)
     out = stage_tail([h_new, h_new if self.memory_self_concat else o], ngf=self.ngf,
                      r_num=self.r_num, bn_running_var=self.bn_running_var,
-                     dtype=dt, train=train)
+                     dtype=dt, train=train, conv_weight_grad=self.conv_weight_grad)
     return out, _attention_map(alpha, hh, ww)
 
 
@@ -204,6 +209,7 @@ class FFRefinementStage(nn.Module):
   word_axis_length: str = "batch_max"
   bn_running_var: str = "unbiased"
   dtype: Any = jnp.float32
+  conv_weight_grad: str = "xla"
 
   @nn.compact
   def __call__(self, h, words, mask, sent=None, train: Optional[bool] = None):
@@ -214,10 +220,12 @@ class FFRefinementStage(nn.Module):
     dt = self.dtype
     h, words, sent = h.astype(dt), words.astype(dt), sent.astype(dt)
     att_mask = ffgan_attention_mask(mask, self.word_mask, self.word_axis_length)
-    h_w, alpha = FFBlock(dtype=dt, name="ff_block")(h, words, att_mask)
+    h_w, alpha = FFBlock(dtype=dt, conv_weight_grad=self.conv_weight_grad,
+                         name="ff_block")(h, words, att_mask)
     g = GSR(dtype=dt, name="s_att")(h, sent)
     out = stage_tail([h_w, g], ngf=self.ngf, r_num=self.r_num,
-                     bn_running_var=self.bn_running_var, dtype=dt, train=train)
+                     bn_running_var=self.bn_running_var, dtype=dt, train=train,
+                     conv_weight_grad=self.conv_weight_grad)
     return out, _attention_map(alpha, hh, ww)
 
 
@@ -249,6 +257,7 @@ class AttentionRefinementStage(nn.Module):
   word_axis_length: str = "batch_max"
   bn_running_var: str = "unbiased"
   dtype: Any = jnp.float32
+  conv_weight_grad: str = "xla"
 
   @nn.compact
   def __call__(self, h, words, mask, sent=None, train: Optional[bool] = None):
@@ -261,7 +270,8 @@ class AttentionRefinementStage(nn.Module):
     row_mask = expand_word_mask(mask, hh * ww, self.attn_mask_mode)
     ctx, alpha = WordContextAttention(dtype=dt, name="att")(h, words, row_mask)
     out = stage_tail([h, ctx], ngf=self.ngf, r_num=self.r_num,
-                     bn_running_var=self.bn_running_var, dtype=dt, train=train)
+                     bn_running_var=self.bn_running_var, dtype=dt, train=train,
+                     conv_weight_grad=self.conv_weight_grad)
     return out, _attention_map(alpha, hh, ww)
 
 
