@@ -122,7 +122,8 @@ def get_config() -> ml_collections.ConfigDict:
   m.sn_update = "every_call"           # reference | 'd_step_only'
   m.bn_running_var = "unbiased"        # reference | 'biased'
   # G's conv kernel gradients (t2igan_jax/models/conv_grad.py): 'auto' =
-  # 'per_tap' on CPU, 'xla' on GPU/TPU | 'xla' (XLA's own) | 'per_tap' (one
+  # 'per_tap' on a single-process CPU job, else 'xla' (GPU/TPU, multi-process)
+  # | 'xla' (XLA's own) | 'per_tap' (one
   # GEMM per kernel tap: 5-6x faster kernel gradients and a 1.65x faster bird
   # iteration on XLA:CPU). Same sums, another float summation order.
   m.conv_weight_grad = "auto"

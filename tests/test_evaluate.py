@@ -121,13 +121,13 @@ def test_watch_evaluates_every_checkpoint_then_times_out(evaluated):
   assert train.run(eval_config(), workdir) == []
 
 
-def test_fid_off_skips_inception_and_keeps_the_other_metrics(evaluated):
-  """config.eval.fid=False: no FID network, same IS and R-precision."""
+def test_fid_off_and_raw_generator_weights(evaluated):
+  """config.eval.fid=False: no FID network, same IS and R-precision; then
+  config.sample.weights='raw': the trained G, into eval_<step>_raw.json."""
   workdir, results, _ = evaluated
   c = eval_config()
   c.eval.watch = False
   c.eval.fid = False
-  c.eval.step = 4
   ev = evaluate_lib.Evaluator(c, workdir)
   assert ev.fid_fn is None
   result = ev.run(4)
@@ -135,20 +135,13 @@ def test_fid_off_skips_inception_and_keeps_the_other_metrics(evaluated):
   full = results[-1]
   assert result["r_precision_per_fold"] == full["r_precision_per_fold"]
   assert result["is_mean"] == pytest.approx(full["is_mean"], rel=1e-5)
+  assert result["generator_weights"] == full["generator_weights"] == "ema"
   with open(os.path.join(workdir, "eval_4.json")) as f:
     assert json.load(f)["fid"] is None
 
-
-def test_raw_generator_weights_are_a_separate_result(evaluated):
-  """config.sample.weights='raw': the trained G, into eval_<step>_raw.json."""
-  workdir, results, _ = evaluated
-  c = eval_config()
-  c.eval.watch = False
-  c.eval.fid = False
-  c.sample.weights = "raw"
-  result = evaluate_lib.Evaluator(c, workdir).run(4)
-  assert result["generator_weights"] == "raw"
-  assert results[-1]["generator_weights"] == "ema"
+  c.sample.weights = "raw"          # the same evaluator, the raw generator
+  raw_result = ev.run(4)
+  assert raw_result["generator_weights"] == "raw"
   with open(os.path.join(workdir, "eval_4_raw.json")) as f:
     assert json.load(f)["generator_weights"] == "raw"
   with open(os.path.join(workdir, "eval_4.json")) as f:

@@ -35,8 +35,8 @@ what ``nn.Conv(conv_general_dilated=...)`` takes (``layers.conv3x3`` /
 negative padding, ``preferred_element_type``) is passed to
 ``lax.conv_general_dilated`` unchanged, i.e. falls back to XLA's gradient.
 
-Config ``model.conv_weight_grad``: 'auto' (default: 'per_tap' on CPU, 'xla'
-on GPU/TPU; ``resolve``) | 'xla' (plain ``nn.Conv``, XLA's own kernel
+Config ``model.conv_weight_grad``: 'auto' (default: 'per_tap' on a
+single-process CPU job, else 'xla'; ``resolve``) | 'xla' (plain ``nn.Conv``, XLA's own kernel
 gradient) | 'per_tap' (this module). Both compute the same sums; they differ
 only in float summation order (~1e-6 relative in float32).
 """
@@ -182,11 +182,18 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
 
 
 def resolve(weight_grad: str) -> str:
-  """'auto' -> 'per_tap' on the CPU backend, 'xla' on GPU/TPU (where the
-  vendor conv libraries compute kernel gradients at full speed); the other
-  values unchanged."""
+  """'auto' -> 'per_tap' on the CPU backend in a single process, else 'xla'
+  (GPU/TPU conv libraries compute kernel gradients at full speed); the other
+  values unchanged.
+
+  Multi-process CPU jobs get 'xla': there the batch-sharded per-tap dots put
+  cross-process all-reduces inside the tap loop, and XLA:CPU's gloo
+  collectives were seen to mismatch between the processes (an abort in
+  tests/test_multihost.py with 1 device per process).
+  """
   if weight_grad == "auto":
-    return "per_tap" if jax.default_backend() == "cpu" else "xla"
+    single_cpu = jax.default_backend() == "cpu" and jax.process_count() == 1
+    return "per_tap" if single_cpu else "xla"
   return weight_grad
 
 
