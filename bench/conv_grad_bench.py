@@ -8,7 +8,7 @@ for a random cotangent g; each is checked against XLA's (max |diff| / max |ref|)
 and timed best-of-``--reps`` after one warm-up call (jitted, block_until_ready):
 
 * xla          jax.vjp of lax.conv_general_dilated w.r.t. the kernel
-* einsum_tap   one einsum 'bhwi,bhwo->io' per tap, Python-unrolled (profile_step's)
+* einsum_tap   one einsum 'bhwi,bhwo->io' per tap, Python-unrolled (profile_step.filter_grad_per_tap)
 * gemm_tap     per tap a 2-D dot [B·H·W, Cin]ᵀ @ [B·H·W, Cout], unrolled
 * scan_tap     the same dots in a lax.scan over the 9 taps (conv_grad.py's)
 * row_concat   per kernel row one dot with the 3 horizontal taps concatenated
@@ -20,7 +20,6 @@ and timed best-of-``--reps`` after one warm-up call (jitted, block_until_ready):
 import argparse
 import os
 import sys
-import time
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _ROOT not in sys.path:
@@ -31,6 +30,8 @@ from jax import lax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
+from bench import profile_step  # pylint: disable=g-import-not-at-top
+from bench import timing  # pylint: disable=g-import-not-at-top
 from t2igan_jax.models import conv_grad  # pylint: disable=g-import-not-at-top
 
 PAD = ((1, 1), (1, 1))
@@ -47,10 +48,7 @@ def xla(x, g, w):
 
 def einsum_tap(x, g, w):
   del w
-  _, h, ww, _ = x.shape
-  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  return jnp.stack([jnp.stack([jnp.einsum("bhwi,bhwo->io", xp[:, ky:ky + h, kx:kx + ww], g)
-                               for kx in range(3)]) for ky in range(3)])
+  return profile_step.filter_grad_per_tap(x, g)
 
 
 def gemm_tap(x, g, w):
@@ -115,14 +113,10 @@ def main():
     ref = None
     for name in args.variants.split(","):
       f = jax.jit(VARIANTS[name])
-      out = np.asarray(jax.block_until_ready(f(x, g, w)))
+      out, _, times = timing.time_calls(lambda f=f: f(x, g, w), args.reps)
+      out = np.asarray(out)
       if ref is None:
         ref = out
-      times = []
-      for _ in range(args.reps):
-        t0 = time.perf_counter()
-        jax.block_until_ready(f(x, g, w))
-        times.append(time.perf_counter() - t0)
       best = min(times)
       diff = float(np.max(np.abs(out - ref)) / np.max(np.abs(ref)))
       print(f"{spec:>16} {name:>11}: best {best:7.3f} s  {flops / best / 1e9:6.1f} GFLOP/s"

@@ -32,22 +32,9 @@ if _ROOT not in sys.path:
   sys.path.insert(0, _ROOT)
 
 from bench import report as bench_report  # noqa: E402  pylint: disable=g-import-not-at-top
+from bench import timing  # noqa: E402  pylint: disable=g-import-not-at-top
 
 PARTS = ("fid", "shapes", "bird")
-
-
-def _time(fn, reps: int) -> tuple[float, list[float]]:
-  """(compile + first call seconds, timed call seconds)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  t0 = time.perf_counter()
-  jax.block_until_ready(fn())
-  first = time.perf_counter() - t0
-  times = []
-  for _ in range(reps):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - t0)
-  return first, times
 
 
 def bench_fid(batch: int, reps: int) -> dict[str, Any]:
@@ -63,7 +50,8 @@ def bench_fid(batch: int, reps: int) -> dict[str, Any]:
   t0 = time.perf_counter()
   compiled = apply.lower(variables, images).compile()
   compile_s = time.perf_counter() - t0
-  first, times = _time(lambda: compiled(variables, images), reps)
+  _, first, times = timing.time_calls(lambda: compiled(variables, images),
+                                      reps)
   med = statistics.median(times)
   return {"part": "fid", "batch": batch, "input": "64x64 -> 299 half-pixel",
           "weights_load_s": load_s, "compile_s": compile_s,
@@ -117,7 +105,7 @@ def bench_generator(name: str, batches: list[int], reps: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     compiled = step.lower(*args).compile()
     compile_s = time.perf_counter() - t0
-    first, times = _time(lambda: compiled(*args), reps)  # pylint: disable=cell-var-from-loop
+    _, first, times = timing.time_calls(lambda: compiled(*args), reps)  # pylint: disable=cell-var-from-loop
     med = statistics.median(times)
     out["runs"].append({"batch": b, "compile_s": compile_s,
                         "first_call_s": first, "call_s": times,

@@ -61,6 +61,7 @@ if _ROOT not in sys.path:
   sys.path.insert(0, _ROOT)
 
 from bench import report as bench_report  # noqa: E402  pylint: disable=g-import-not-at-top
+from bench import timing  # noqa: E402  pylint: disable=g-import-not-at-top
 from bench import train_step as bench_train_step  # noqa: E402  pylint: disable=g-import-not-at-top
 
 CATEGORIES = ("conv_fwd", "conv_bwd_input", "conv_bwd_filter", "dot",
@@ -632,12 +633,8 @@ def compare_strided_conv(shapes, reps: int = 3) -> list[dict[str, Any]]:
                      ("space_to_depth", space_to_depth_conv)):
       f = jax.jit(lambda x, w, g, fn=fn: jax.vjp(fn, x, w)[1](g) +
                   (fn(x, w),))
-      outs[name] = jax.block_until_ready(f(x, w, g))
-      times = []
-      for _ in range(reps):
-        t0 = time.perf_counter()
-        jax.block_until_ready(f(x, w, g))
-        times.append(time.perf_counter() - t0)
+      outs[name], _, times = timing.time_calls(
+          lambda f=f: f(x, w, g), reps)
       row[name + "_s"] = min(times)
     row["max_rel_diff"] = max(
         float(np.max(np.abs(a - c)) / (np.max(np.abs(a)) + 1e-30))
@@ -697,12 +694,8 @@ def compare_filter_grad(shapes, reps: int = 2) -> list[dict[str, Any]]:
            "flops": 2.0 * b * h * h * cout * 9 * cin}
     outs = {}
     for name, f in fns.items():
-      outs[name] = np.asarray(jax.block_until_ready(f(x, g, w)))
-      times = []
-      for _ in range(reps):
-        t0 = time.perf_counter()
-        jax.block_until_ready(f(x, g, w))
-        times.append(time.perf_counter() - t0)
+      out, _, times = timing.time_calls(lambda f=f: f(x, g, w), reps)
+      outs[name] = np.asarray(out)
       row[name + "_s"] = min(times)
       row[name + "_flops_per_s"] = row["flops"] / min(times)
     ref = outs["xla_conv"]

@@ -264,23 +264,23 @@ class Checkpointer:
 
   def save_loop_step(self, step: int, state: Any, data_iterator, meta,
                      pending_metrics, *, total_steps: int, snapshot_every: int,
-                     preempted: bool, stop_reason: str = "preempted") -> None:
+                     stop: str = "") -> None:
     """A training loop's save after ``step`` (``save_checked``).
 
     Saves at the interval, and forced at the last step (``total_steps``), at
-    every snapshot (multiples of ``snapshot_every``) and when ``preempted``
-    (the loop stops after this step: a preemption notice or, with
-    ``stop_reason``, the time budget); then, when stopping, waits for the save
-    to be written and logs that the run exits (the caller leaves its loop).
+    every snapshot (multiples of ``snapshot_every``) and when ``stop`` names
+    why the loop stops after this step (``time_budget.stop_reason``: a
+    preemption notice or the time budget); then, when stopping, waits for the
+    save to be written and logs that the run exits (the caller leaves its
+    loop).
     """
     self.save_checked(step, state, data_iterator, meta, pending_metrics,
-                      force=(step == total_steps or preempted
+                      force=(step == total_steps or bool(stop)
                              or step % snapshot_every == 0))
-    if preempted:
+    if stop:
       self.wait()
       logging.warning("%s: saved checkpoint step %d in %s; exiting (the next "
-                      "start resumes from it)", stop_reason, step,
-                      self.directory)
+                      "start resumes from it)", stop, step, self.directory)
 
   def wait(self) -> None:
     self._manager.wait_until_finished()

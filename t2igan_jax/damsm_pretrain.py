@@ -415,7 +415,7 @@ def _pretrain(config, workdir, watcher) -> dict[str, Any]:
   pending = metric_writer.StepMetrics(config.on_nonfinite, step_log)
   last_eval = None
   eval_every = dm.eval_every_epochs * steps_per_epoch
-  preempted = False
+  stop = ""
   budget = time_budget.TimeBudget(config.max_train_seconds,
                                   sync_every=config.log_every_steps)
   try:
@@ -432,29 +432,23 @@ def _pretrain(config, workdir, watcher) -> dict[str, Any]:
                      step, scalars["train/loss"], scalars["train/w_loss0"],
                      scalars["train/w_loss1"], scalars["train/s_loss0"],
                      scalars["train/s_loss1"], scalars["train/lr"])
-      preempted = watcher.reached(step)
-      out_of_time = budget.reached(step) and not preempted
-      if not preempted and (step % eval_every == 0 or step == total_steps
-                            or out_of_time):
+      stop = time_budget.stop_reason(watcher, budget, step)
+      if stop != time_budget.PREEMPTED and (
+          step % eval_every == 0 or step == total_steps or stop):
         last_eval = evaluate(step)
       ckpt.save_loop_step(step, state, train_iter, meta, pending,
                           total_steps=total_steps,
-                          snapshot_every=snapshot_every,
-                          preempted=preempted or out_of_time,
-                          stop_reason=("preempted" if preempted else
-                                       "time budget reached"))
-      if preempted or out_of_time:
+                          snapshot_every=snapshot_every, stop=stop)
+      if stop:
         break
   finally:
     ckpt.close()
     writer.close()
-  if preempted:
+  if stop == time_budget.PREEMPTED:
     return {"step": step, "preempted": True}
   if last_eval is None:  # resumed a finished run: score it again
     last_eval = evaluate(step)
-  if budget.step is not None:
-    logging.info("config.max_train_seconds=%g reached after step %d",
-                 config.max_train_seconds, step)
+  if stop == time_budget.OUT_OF_TIME:
     return {**last_eval, "time_budget_reached": True}
   return last_eval
 

@@ -472,7 +472,7 @@ def _train(config, workdir, watcher) -> dict[str, Any]:
   step_log.truncate(step)
   pending = metric_writer.StepMetrics(config.on_nonfinite, step_log)
   last_scalars: dict[str, float] = {}
-  preempted = False
+  stop = ""
   t_start = time.monotonic()
   budget = time_budget.TimeBudget(config.max_train_seconds,
                                   sync_every=config.log_every_steps)
@@ -496,33 +496,27 @@ def _train(config, workdir, watcher) -> dict[str, Any]:
                      last_scalars["train/kl_loss"])
       if step % config.image_every_steps == 0 or step == total_steps:
         log_images(step)
-      preempted = watcher.reached(step)
-      out_of_time = budget.reached(step)
-      if out_of_time and not preempted:
+      stop = time_budget.stop_reason(watcher, budget, step)
+      if stop == time_budget.OUT_OF_TIME:
         if step % config.log_every_steps:
           last_scalars = metric_writer.write_interval(
               writer, progress, pending, step,
               extra={"data/skipped_examples": train_iter.num_skipped})
         if step % config.image_every_steps:
           log_images(step)
-        logging.info("config.max_train_seconds=%g reached after step %d",
-                     config.max_train_seconds, step)
       ckpt.save_loop_step(step, state, train_iter, meta, pending,
                           total_steps=total_steps,
-                          snapshot_every=snapshot_every,
-                          preempted=preempted or out_of_time,
-                          stop_reason=("preempted" if preempted else
-                                       "time budget reached"))
-      if preempted or out_of_time:
+                          snapshot_every=snapshot_every, stop=stop)
+      if stop:
         break
   finally:
     ckpt.close()
     writer.close()
   result = {"step": step, "seconds": time.monotonic() - t_start,
             **last_scalars}
-  if budget.step is not None and not preempted:
+  if stop == time_budget.OUT_OF_TIME:
     result["time_budget_reached"] = True
-  if preempted:
+  if stop == time_budget.PREEMPTED:
     return {**result, "preempted": True}
   if jax.process_index() == 0:
     metric_writer.append_json_record(

@@ -13,6 +13,7 @@ decision is broadcast every ``sync_every`` steps (each broadcast is a small
 host collective); a single process checks its own clock after every step.
 """
 
+import logging
 import time
 
 import jax
@@ -47,4 +48,24 @@ class TimeBudget:
       spent = self.elapsed() >= self.seconds
     if spent and self.step is None:
       self.step = step
+      logging.info("config.max_train_seconds=%g reached after step %d",
+                   self.seconds, step)
     return spent
+
+
+PREEMPTED = "preempted"
+OUT_OF_TIME = "time budget reached"
+
+
+def stop_reason(watcher, budget: TimeBudget, step: int) -> str:
+  """Why a training loop stops after ``step``: '' (it goes on), PREEMPTED or
+  OUT_OF_TIME (a preemption wins when both happen at once).
+
+  Polls ``watcher`` (preemption.PreemptionWatcher) and ``budget`` every step,
+  as both require on every process.
+  """
+  preempted = watcher.reached(step)
+  out_of_time = budget.reached(step)
+  if preempted:
+    return PREEMPTED
+  return OUT_OF_TIME if out_of_time else ""
