@@ -259,10 +259,12 @@ def run_config(name: str, *, refiner: str = "memory", steps: int = 0,
                warmup: int = -1, num_devices: int = 0,
                batch_size: int = 0, dtype: str = "auto", remat: str = "none",
                compile_only: bool = False,
-               conv_weight_grad: str = "") -> dict[str, Any]:
+               conv_weight_grad: str = "",
+               small_map_conv: str = "") -> dict[str, Any]:
   """Builds, compiles and times the training step of one config and family.
 
-  ``conv_weight_grad``: config.model.conv_weight_grad override ('' = the config's).
+  ``conv_weight_grad`` / ``small_map_conv``: config.model overrides ('' = the
+  config's).
   """
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
@@ -271,6 +273,7 @@ def run_config(name: str, *, refiner: str = "memory", steps: int = 0,
   from t2igan_jax import config_validation  # pylint: disable=g-import-not-at-top
   from t2igan_jax.models import conv_grad  # pylint: disable=g-import-not-at-top
   from t2igan_jax.models import precision  # pylint: disable=g-import-not-at-top
+  from t2igan_jax.models import small_map_conv as small_map_conv_lib  # pylint: disable=g-import-not-at-top
   from t2igan_jax import damsm_pretrain  # pylint: disable=g-import-not-at-top
   from t2igan_jax import gan_train  # pylint: disable=g-import-not-at-top
   from t2igan_jax import sharding  # pylint: disable=g-import-not-at-top
@@ -286,6 +289,8 @@ def run_config(name: str, *, refiner: str = "memory", steps: int = 0,
   config.remat = remat
   if conv_weight_grad:
     config.model.conv_weight_grad = conv_weight_grad
+  if small_map_conv:
+    config.model.small_map_conv = small_map_conv
   if batch_size:
     config.gan.batch_size = batch_size
   if config.data.name != "shapes" and not config.data.data_dir:
@@ -349,6 +354,9 @@ def run_config(name: str, *, refiner: str = "memory", steps: int = 0,
       "conv_weight_grad": config.model.conv_weight_grad,
       "conv_weight_grad_resolved": conv_grad.resolve(
           config.model.conv_weight_grad),
+      "small_map_conv": config.model.small_map_conv,
+      "small_map_conv_resolved": small_map_conv_lib.resolve(
+          config.model.small_map_conv),
       "batch_per_device": b // n_dev,
       "stage_sizes": list(sizes), "timings": timings,
       # XLA's cost analysis of an SPMD-partitioned program is per device.
@@ -528,6 +536,9 @@ def _parse(argv):
   p.add_argument("--conv_weight_grad", default="",
                  help="config.model.conv_weight_grad for every run "
                       "('xla' | 'per_tap'; '': the config's)")
+  p.add_argument("--small_map_conv", default="",
+                 help="config.model.small_map_conv for every run "
+                      "('xla' | 'matmul'; '': the config's)")
   p.add_argument("--matmul_size", type=int, default=0,
                  help="peak matmul size (0: 2048 on CPU, 8192 elsewhere)")
   p.add_argument("--out_dir", default=os.path.join(_ROOT, "bench", "results"))
@@ -568,7 +579,8 @@ def _run_task(task: str, args) -> dict[str, Any]:
   return run_config(name, refiner=refiner, steps=args.steps, warmup=args.warmup,
                     num_devices=int(devices), batch_size=args.batch_size,
                     dtype=dtype, remat=remat, compile_only=args.compile_only,
-                    conv_weight_grad=args.conv_weight_grad)
+                    conv_weight_grad=args.conv_weight_grad,
+                    small_map_conv=args.small_map_conv)
 
 
 def _environment() -> dict[str, Any]:
@@ -590,6 +602,7 @@ def _run_child(task: str, args) -> dict[str, Any]:
          f"--batch_size={args.batch_size}",
          f"--matmul_size={args.matmul_size}",
          f"--conv_weight_grad={args.conv_weight_grad}",
+         f"--small_map_conv={args.small_map_conv}",
          f"--_child={task}", f"--_child_out={out}"]
   if args.compile_only:
     cmd.append("--compile_only")

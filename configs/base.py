@@ -127,6 +127,11 @@ def get_config() -> ml_collections.ConfigDict:
   # GEMM per kernel tap: 5-6x faster kernel gradients and a 1.65x faster bird
   # iteration on XLA:CPU). Same sums, another float summation order.
   m.conv_weight_grad = "auto"
+  # The discriminators' convs with output maps of at most 8x8
+  # (t2igan_jax/models/small_map_conv.py): 'auto' = 'matmul' on the CPU
+  # backend, else 'xla' | 'xla' (lax.conv) | 'matmul' (one patch-matrix GEMM).
+  # Same sums, another float summation order.
+  m.small_map_conv = "auto"
 
   # --------------------------------------------------------- GAN training
   g = c.gan = ml_collections.ConfigDict()

@@ -30,7 +30,7 @@ import logging
 import os
 import shutil
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -198,18 +198,25 @@ class Checkpointer:
     return target
 
   def restore_compatible(self, state: Any, meta: dict[str, Any],
-                         keys: tuple[str, ...]):
+                         keys: tuple[str, ...],
+                         views: Optional[dict[str, Callable[[Any], Any]]] = None):
     """Restores the newest intact step into the layout of ``state``.
 
     Returns ``(state, data_state)``, or None when there is no checkpoint.
     Raises CheckpointError when the saved ``meta`` differs from ``meta`` in
     any of ``keys`` (another model, vocabulary or image sizes), naming the
-    first differing field, or when no checkpoint is intact.
+    first differing field, or when no checkpoint is intact. ``views[key]``,
+    when given, is applied to the saved value before comparing (e.g. to drop
+    fields that do not make runs incompatible).
     """
+    views = views or {}
 
     def check(step, saved):
       for key in keys:
-        where = _first_difference(saved.get(key), meta[key], key)
+        theirs = saved.get(key)
+        if key in views and theirs is not None:
+          theirs = views[key](theirs)
+        where = _first_difference(theirs, meta[key], key)
         if where is not None:
           path, theirs, ours = where
           raise IncompatibleCheckpointError(

@@ -25,6 +25,7 @@ CHOICES = {
     "model.sn_update": ("every_call", "d_step_only"),
     "model.bn_running_var": ("unbiased", "biased"),
     "model.conv_weight_grad": ("auto", "xla", "per_tap"),
+    "model.small_map_conv": ("auto", "xla", "matmul"),
     "gan.kl_reduction": ("mean", "sum"),
     "gan.bce": ("torch_clamped", "logits"),
     "gan.wrong_pair": ("shift", "other_class"),

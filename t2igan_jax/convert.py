@@ -631,7 +631,8 @@ def convert(config, workdir: str, *, netG: str, text_encoder: str,  # pylint: di
 
   epoch = parse_epoch(netG)
   meta = {"job": "train_gan", "vocab_fingerprint": vocab.fingerprint(),
-          "model": config.model.to_dict(), "damsm_dir": damsm_dir,
+          "model": gan_train.model_meta(config.model.to_dict()),
+          "damsm_dir": damsm_dir,
           "stage_sizes": list(sizes), "converted_from": sources,
           "source_epoch": epoch}
   data_iter = input_pipeline.create_train_iterator(

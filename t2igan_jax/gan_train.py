@@ -47,6 +47,22 @@ from t2igan_jax.models import discriminator as discriminator_lib
 from t2igan_jax.models import generator as generator_lib
 
 CHECKPOINT_DIR = "checkpoints"
+# config.model fields that choose how a step is computed, not what is
+# computed: a checkpoint written under one value restores under any other.
+EXECUTION_ONLY_MODEL_FIELDS = ("conv_weight_grad", "small_map_conv")
+
+
+def model_meta(model: dict[str, Any]) -> dict[str, Any]:
+  """``config.model`` as a checkpoint records and checks it (a plain dict).
+
+  Drops ``EXECUTION_ONLY_MODEL_FIELDS`` from ``model`` (a ``to_dict()`` of
+  ``config.model``, or the dict saved in a checkpoint's metadata), so a run
+  resumes, samples or evaluates with another ``conv_weight_grad`` or
+  ``small_map_conv`` than it was trained with (e.g. trained on GPU, sampled on
+  CPU).
+  """
+  return {k: v for k, v in model.items()
+          if k not in EXECUTION_ONLY_MODEL_FIELDS}
 
 
 @flax.struct.dataclass
@@ -388,10 +404,11 @@ def _train(config, workdir, watcher) -> dict[str, Any]:
       interval=config.checkpoint_every_steps,
       keep_period=g.snapshot_interval * steps_per_epoch)
   meta = {"job": "train_gan", "vocab_fingerprint": vocab.fingerprint(),
-          "model": config.model.to_dict(), "damsm_dir": os.path.abspath(damsm_dir),
+          "model": model_meta(config.model.to_dict()), "damsm_dir": os.path.abspath(damsm_dir),
           "stage_sizes": list(sizes)}
   restored = ckpt.restore_compatible(
-      state, meta, ("vocab_fingerprint", "model", "stage_sizes"))
+      state, meta, ("vocab_fingerprint", "model", "stage_sizes"),
+      views={"model": model_meta})
   if restored is not None:
     state, data_state = restored
     train_iter.set_state(data_state)

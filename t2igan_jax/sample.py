@@ -21,6 +21,8 @@ For each line of ``config.sample.captions_file`` (one caption per line, as
                                           map per used word over it, per sample
      caption_<LLL>.txt                    the caption, used and unknown words,
                                           or the error for this line
+     overview.png                         every sampled line's grid, in file
+                                          order, ``OVERVIEW_COLUMNS`` per row
      report.json                          every line's outcome and files
 
    (``LLL`` = the 1-based line number, zero-padded to 3 digits).
@@ -61,6 +63,8 @@ from t2igan_jax import sharding
 from t2igan_jax.errors import CheckpointError, ConfigError
 
 REPORT_FILE = "report.json"
+OVERVIEW_FILE = "overview.png"
+OVERVIEW_COLUMNS = 4
 
 
 # ----------------------------------------------------------- checkpoints
@@ -99,8 +103,8 @@ def _check_meta(config, meta: dict[str, Any], where: str) -> None:
   if meta.get("job") != "train_gan":
     raise CheckpointError(f"{where} was written by job {meta.get('job')!r}, not "
                           "train_gan: point --workdir at a GAN training run")
-  saved_model = meta.get("model") or {}
-  current = config.model.to_dict()
+  saved_model = gan_train.model_meta(meta.get("model") or {})
+  current = gan_train.model_meta(config.model.to_dict())
   differ = sorted(k for k in saved_model if current.get(k) != saved_model[k])
   if differ:
     k = differ[0]
@@ -268,6 +272,20 @@ def attention_grid(final: np.ndarray, attention: np.ndarray,
       ncols=num_words + 1)
 
 
+def overview(grids: list[Image.Image], columns: int = OVERVIEW_COLUMNS,
+             gap: int = 8) -> Image.Image:
+  """The captions' grids tiled row-major, ``columns`` per row, each cell
+  top-left aligned in a cell of the largest grid's size, ``gap`` px apart."""
+  w = max(g.size[0] for g in grids) + gap
+  h = max(g.size[1] for g in grids) + gap
+  rows = -(-len(grids) // columns)
+  canvas = Image.new("RGB", (min(len(grids), columns) * w - gap, rows * h - gap),
+                     (255, 255, 255))
+  for i, g in enumerate(grids):
+    canvas.paste(g, ((i % columns) * w, (i // columns) * h))
+  return canvas
+
+
 def _write_png(image: Image.Image, path: str) -> None:
   tmp = path + ".tmp.png"
   image.save(tmp)
@@ -319,7 +337,7 @@ def sample(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                                         models=gen.models))
   base_z = jax.random.key(s.seed)
   base_ca = jax.random.key(s.seed + 1)
-  report_lines = []
+  report_lines, grids = [], []
   for entry in entries:
     stem = f"caption_{entry.line:03d}"
     files = [f"{stem}.txt"]
@@ -334,7 +352,8 @@ def sample(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
       images = [np.asarray(im) for im in images]
       grid = stage_grid(images)
       header = _wrap(entry.text, max(grid.shape[1], 256))
-      _write_png(_with_header(grid, header), os.path.join(out_dir, f"{stem}.png"))
+      grids.append(_with_header(grid, header))
+      _write_png(grids[-1], os.path.join(out_dir, f"{stem}.png"))
       files.append(f"{stem}.png")
       num_words = len(entry.ids)
       for k, att in enumerate(attention):
@@ -356,6 +375,8 @@ def sample(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         "line": entry.line, "text": entry.text, "ok": entry.ok,
         "error": entry.error, "used_words": entry.used_words,
         "unknown_words": entry.unknown_words, "files": files})
+  if grids:
+    _write_png(overview(grids), os.path.join(out_dir, OVERVIEW_FILE))
   report = {"captions_file": os.path.abspath(s.captions_file),
             "checkpoint_step": gen.step, "num_per_caption": n,
             "output_dir": os.path.abspath(out_dir),

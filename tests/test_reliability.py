@@ -32,6 +32,7 @@ from main_process import ROOT, Run, subprocess_env
 from configs import damsm_shapes
 from configs import dmgan_shapes
 from t2igan_jax import checkpointing
+from t2igan_jax import gan_train
 from t2igan_jax import metric_writer
 from t2igan_jax import numerics
 from t2igan_jax import preemption
@@ -330,6 +331,28 @@ def test_checkpoint_of_other_model_names_the_field(tmp_path):
     ckpt.restore_compatible(_toy_state(0), {"model": {"ngf": 16, "r_num": 1}},
                             ("model",))
   assert ckpt.all_steps() == [2]  # refused, not treated as corrupt
+  ckpt.close()
+
+
+def test_execution_only_model_fields_do_not_block_a_resume(tmp_path):
+  # conv_weight_grad picks how kernel gradients are computed, not the model:
+  # a checkpoint written with one value (or before the field existed) restores
+  # under another; a real model field still refuses.
+  directory = str(tmp_path / "checkpoints")
+  _save_steps(directory, [2], meta={"model": {"ngf": 8,
+                                              "conv_weight_grad": "xla"}})
+  ckpt = checkpointing.Checkpointer(directory, max_to_keep=10, interval=1)
+  ours = gan_train.model_meta({"ngf": 8, "conv_weight_grad": "per_tap"})
+  assert ours == {"ngf": 8}
+  state, _ = ckpt.restore_compatible(_toy_state(0), {"model": ours},
+                                     ("model",),
+                                     views={"model": gan_train.model_meta})
+  assert int(state["step"]) == 2
+  with pytest.raises(CheckpointError, match=r"model\.conv_weight_grad is "):
+    ckpt.restore_compatible(_toy_state(0), {"model": ours}, ("model",))
+  with pytest.raises(CheckpointError, match=r"model\.ngf is 8 there but 16"):
+    ckpt.restore_compatible(_toy_state(0), {"model": {"ngf": 16}}, ("model",),
+                            views={"model": gan_train.model_meta})
   ckpt.close()
 
 

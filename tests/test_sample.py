@@ -53,12 +53,28 @@ def test_writes_exactly_the_expected_files(sampled):
   for line in (1, 2, 5):
     expected |= {f"caption_{line:03d}.png", f"caption_{line:03d}.txt",
                  f"caption_{line:03d}_attention_stage2.png"}
-  expected |= {"caption_003.txt", "caption_004.txt"}
+  expected |= {"caption_003.txt", "caption_004.txt", "overview.png"}
   assert set(os.listdir(out)) == expected
   assert report["num_lines"] == 5 and report["num_sampled"] == 3
   assert report["checkpoint_step"] == 4
   with open(out / "report.json") as f:
     assert json.load(f) == json.loads(json.dumps(report))
+
+
+def test_overview_tiles_the_sampled_grids(sampled):
+  _, out = sampled
+  grids = [np.asarray(Image.open(out / f"caption_{k:03d}.png")) for k in (1, 2, 5)]
+  assert len({g.shape for g in grids}) == 1   # same size: no padding needed
+  h, w = grids[0].shape[:2]
+  view = np.asarray(Image.open(out / "overview.png"))
+  gap = 8
+  assert view.shape == (h, 3 * w + 2 * gap, 3)
+  for i, g in enumerate(grids):
+    np.testing.assert_array_equal(view[:, i * (w + gap):i * (w + gap) + w], g)
+  assert (view[:, w:w + gap] == 255).all()
+  # Five grids at 4 per row wrap into a second row.
+  more = sample_lib.overview([Image.fromarray(g) for g in grids + grids[:2]])
+  assert more.size == (4 * w + 3 * gap, 2 * h + gap)
 
 
 def test_report_names_unknown_words_and_line_errors(sampled):
@@ -125,6 +141,23 @@ def test_missing_checkpoint_is_named(tmp_path):
   c.sample.captions_file = str(captions)
   with pytest.raises(FileNotFoundError, match="no GAN checkpoint"):
     train.run(c, str(tmp_path / "empty"))
+
+
+def test_checkpoint_meta_ignores_execution_only_fields():
+  # A run trained with one conv_weight_grad samples under another (e.g.
+  # trained on a GPU with 'xla', sampled on a CPU with 'per_tap'); a real
+  # model field still refuses, naming it.
+  from input_pipeline import pipeline as input_pipeline
+  from t2igan_jax.errors import CheckpointError
+  c = job_config("sample")
+  c.model.conv_weight_grad = "per_tap"
+  saved = dict(c.model.to_dict(), conv_weight_grad="xla")
+  meta = {"job": "train_gan", "model": saved,
+          "stage_sizes": list(input_pipeline.stage_sizes(c))}
+  sample_lib._check_meta(c, meta, "ckpt")
+  meta["model"] = dict(saved, r_num=saved["r_num"] + 1)
+  with pytest.raises(CheckpointError, match=r"config\.model\.r_num="):
+    sample_lib._check_meta(c, meta, "ckpt")
 
 
 def test_parse_captions():

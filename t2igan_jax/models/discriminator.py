@@ -57,6 +57,7 @@ import jax.numpy as jnp
 
 from t2igan_jax.models import precision
 from t2igan_jax.models.init_utils import torch_default_bias, torch_orthogonal
+from t2igan_jax.models import small_map_conv
 from t2igan_jax.models.spectral_norm import SpectralConv
 
 LEAK = 0.2
@@ -81,23 +82,24 @@ class ImageEncoder(nn.Module):
   stage: int = 0
   ndf: int = 32
   dtype: Any = jnp.float32
+  small_map_conv: str = "xla"
 
   @nn.compact
   def __call__(self, x, *, update_stats: Optional[bool] = None):
-    dt = self.dtype
+    dt, sm = self.dtype, self.small_map_conv
     for i in range(4):
-      x = _lrelu(SpectralConv(self.ndf * 2 ** i, 4, 2, 1, dtype=dt,
+      x = _lrelu(SpectralConv(self.ndf * 2 ** i, 4, 2, 1, dtype=dt, small_map_conv=sm,
                               name=f"img_code_s16_{i}")(x, update_stats=update_stats))
     ch = 8 * self.ndf
     for j in range(self.stage):
       ch *= 2
-      x = _lrelu(SpectralConv(ch, 4, 2, 1, dtype=dt,
+      x = _lrelu(SpectralConv(ch, 4, 2, 1, dtype=dt, small_map_conv=sm,
                               name=f"img_code_s{32 * 2 ** j}")(
           x, update_stats=update_stats))
     last = 16 * 2 ** self.stage
     for i in range(self.stage):
       ch //= 2
-      x = _lrelu(SpectralConv(ch, 3, 1, 1, dtype=dt,
+      x = _lrelu(SpectralConv(ch, 3, 1, 1, dtype=dt, small_map_conv=sm,
                               name=f"img_code_s{last}_{i + 1}")(
           x, update_stats=update_stats))
     return x
@@ -119,6 +121,7 @@ class CondHead(nn.Module):
   """
   ndf: int = 32
   dtype: Any = jnp.float32
+  small_map_conv: str = "xla"
 
   @nn.compact
   def __call__(self, code, sent, *, update_stats: Optional[bool] = None):
@@ -127,6 +130,7 @@ class CondHead(nn.Module):
     s = jnp.broadcast_to(sent[:, None, None, :], (b, h, w, sent.shape[-1]))
     x = jnp.concatenate([code, s.astype(self.dtype)], axis=-1)
     x = _lrelu(SpectralConv(8 * self.ndf, 3, 1, 1, dtype=self.dtype,
+                            small_map_conv=self.small_map_conv,
                             name="joint_conv")(x, update_stats=update_stats))
     return _logits_conv(x, "outlogits", self.dtype)
 
@@ -143,11 +147,14 @@ class Discriminator(nn.Module):
   stage: int = 0
   ndf: int = 32
   dtype: Any = jnp.float32
+  small_map_conv: str = "xla"   # config model.small_map_conv (same sums)
 
   def setup(self):
-    self.encoder = ImageEncoder(self.stage, self.ndf, dtype=self.dtype)
+    self.encoder = ImageEncoder(self.stage, self.ndf, dtype=self.dtype,
+                                small_map_conv=self.small_map_conv)
     self.uncond_dnet = UncondHead(dtype=self.dtype)
-    self.cond_dnet = CondHead(self.ndf, dtype=self.dtype)
+    self.cond_dnet = CondHead(self.ndf, dtype=self.dtype,
+                              small_map_conv=self.small_map_conv)
 
   def encode(self, x, *, update_stats: Optional[bool] = None):
     return self.encoder(x, update_stats=update_stats)
@@ -169,8 +176,11 @@ def discriminators_from_config(config) -> list:
 
   The text width of the conditional head is taken from the sentence at init
   (``config.text_encoder.embedding_dim``); the computation dtype from
-  ``config.dtype`` (``precision.compute_dtype``).
+  ``config.dtype`` (``precision.compute_dtype``); how small-map convs run from
+  ``config.model.small_map_conv`` (resolved here: 'auto' -> by backend).
   """
   dtype = precision.compute_dtype(config)
-  return [Discriminator(stage=k, ndf=config.model.ndf, dtype=dtype)
+  impl = small_map_conv.resolve(config.model.small_map_conv)
+  return [Discriminator(stage=k, ndf=config.model.ndf, dtype=dtype,
+                        small_map_conv=impl)
           for k in range(config.data.branch_num)]

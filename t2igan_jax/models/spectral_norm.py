@@ -44,6 +44,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from t2igan_jax.models import small_map_conv
 from t2igan_jax.models.init_utils import torch_default_bias, torch_orthogonal
 
 SN_EPSILON = 1e-12
@@ -79,6 +80,9 @@ class SpectralConv(nn.Module):
   # Computation dtype of the conv (float32 = reference). The kernel, bias, u
   # and the power iteration stay float32; kernel/σ is cast to it.
   dtype: Any = jnp.float32
+  # 'xla' | 'matmul' | 'auto' (config model.small_map_conv): small output maps
+  # as one patch-matrix GEMM (models/small_map_conv.py); same sums.
+  small_map_conv: str = "xla"
 
   @nn.compact
   def __call__(self, x, *, update_stats: Optional[bool] = None):
@@ -97,8 +101,12 @@ class SpectralConv(nn.Module):
       u_var.value = u_new
     p = self.padding
     x = x.astype(self.dtype)
-    y = jax.lax.conv_general_dilated(
-        x, (kernel / sigma).astype(self.dtype),
-        window_strides=(self.strides, self.strides),
-        padding=((p, p), (p, p)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    w = (kernel / sigma).astype(self.dtype)
+    if small_map_conv.uses_matmul(self.small_map_conv, x.shape, k,
+                                  self.strides, p):
+      y = small_map_conv.conv_matmul(x, w, self.strides, p)
+    else:
+      y = jax.lax.conv_general_dilated(
+          x, w, window_strides=(self.strides, self.strides),
+          padding=((p, p), (p, p)), dimension_numbers=("NHWC", "HWIO", "NHWC"))
     return y + bias.astype(self.dtype)
