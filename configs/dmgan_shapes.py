@@ -6,14 +6,6 @@ Without ``gan.damsm_dir`` it first pretrains a DAMSM into ``workdir/damsm``
 run sized to finish within 30 minutes on a 2-core CPU (README, "DM-GAN on
 shapes in 30 CPU minutes", has the measured times and samples).
 
-Deviation from the papers' schedule, for this CPU-sized toy only: Adam
-learning rate 4e-4 for G and the Ds (the reference's 2e-4 stays the default of
-every other config). At 2e-4 the samples after 3,750 steps were still colour
-blobs with an unconditioned 32 px stage; at 4e-4 the generator's DAMSM word
-loss (mean of the logged batches around the step) is 1.09 at step 1,000
-against 1.46 at 2e-4, which 2e-4 reaches only between steps 1,500 and 2,000
-(README).
-
   python main.py --config=configs/dmgan_shapes.py --workdir=/tmp/dmgan_shapes
   python main.py --config=configs/dmgan_shapes.py --workdir=/tmp/dmgan_shapes \
       --config.job=evaluate
@@ -38,8 +30,6 @@ def get_config(arg=None):
   c.model.r_num = 1
   c.gan.batch_size = 16
   c.gan.epochs = 16
-  c.gan.g_lr = 4e-4             # reference 2e-4; see the docstring
-  c.gan.d_lr = 4e-4
   c.gan.lambda_damsm = 5.0
   c.gan.snapshot_interval = 5
   c.log_every_steps = 25

@@ -73,6 +73,10 @@ from t2igan_jax.evaluation import r_precision as rprec_lib
 from t2igan_jax.evaluation import shapes_classifier
 
 CLASSIFIER_DIR = "shapes_classifier"
+SHAPES_AGREEMENT_NOTE = (
+    "fraction of images whose shapes-classifier top-1 class has the "
+    "caption's main-object class / kind (shape) / colour (chance 1/56, 1/7, "
+    "1/8); 'real_test_images' = the same classifier on the test renders")
 FID_NOTE = ("FID with the TTUR / pytorch-fid Inception weights (2015-12-05 "
             "graph), bilinear half-pixel resize to 299: not comparable with the "
             "papers' 'PyTorch FID' (torchvision ImageNet Inception) columns; "
@@ -222,6 +226,8 @@ class Evaluator:
                           f"shapes dataset, not {self.config.data.name!r}")
       directory = e.is_weights or os.path.join(self.workdir, CLASSIFIER_DIR)
       fn, meta = shapes_classifier.load_or_train(self.config, directory)
+      self.shapes_real_agreement = shapes_classifier.test_split_agreement(
+          self.config, fn, meta)
       return fn, {"protocol": "shapes", "classifier_dir": os.path.abspath(
           directory), "classifier_test_accuracy": meta["test_accuracy"],
                   "paper_comparable": False}
@@ -450,6 +456,12 @@ class Evaluator:
                                          drop_last=drop, rng=rng)
       result.update({"is_mean": mean, "is_std": std, "is_splits": e.is_splits,
                      "is_drop_last": drop})
+      if self.is_protocol == "shapes":
+        result["shapes_caption_agreement"] = {
+            "samples": shapes_classifier.caption_agreement(
+                logits, np.concatenate(class_ids)),
+            "real_test_images": self.shapes_real_agreement,
+            "description": SHAPES_AGREEMENT_NOTE}
     result["is_protocol"] = self.is_info
     # R-precision
     pool, pool_classes = self.caption_pool(gen)

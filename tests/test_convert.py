@@ -703,7 +703,7 @@ def test_convert_writes_loadable_workdir(converted):
   try:
     meta = ckpt.restore_meta()
     assert meta["damsm_dir"] == os.path.join(os.path.abspath(workdir), "damsm")
-    assert meta["model"] == cfg.model.to_dict()
+    assert meta["model"] == gan_train.model_meta(cfg.model.to_dict())
     state, data_state, _ = ckpt.restore(checkpointing.abstract_like(fresh))
   finally:
     ckpt.close()

@@ -239,3 +239,17 @@ def test_damsm_validation_top1_shares_the_protocol():
   want = np.mean(hits)
   assert 0.05 < want < 0.95
   assert damsm_pretrain.retrieval_top1(img, sent, cls, 8, seed=3) == pytest.approx(want)
+
+
+def test_shapes_caption_agreement_counts_class_kind_and_colour():
+  from t2igan_jax.evaluation import shapes_classifier
+  # class = kind * 8 + colour. Predictions: exact; right kind, wrong colour;
+  # right colour, wrong kind; both wrong.
+  cls = np.array([10, 10, 10, 10])            # kind 1, colour 2
+  pred = np.array([10, 13, 2 * 8 + 2, 0])
+  logits = np.full((4, 56), -1.0)
+  logits[np.arange(4), pred] = 3.0
+  got = shapes_classifier.caption_agreement(logits, cls)
+  assert got == {"class": 0.25, "kind": 0.5, "colour": 0.5, "num_images": 4}
+  with pytest.raises(ValueError, match="3 predictions for 4 class ids"):
+    shapes_classifier.caption_agreement(logits[:3], cls)

@@ -69,6 +69,15 @@ def test_result_json_and_tensorboard(evaluated):
   assert 1.0 - 1e-6 <= saved["is_mean"] <= 6.0 and np.isfinite(saved["is_std"])
   assert saved["is_protocol"]["protocol"] == "shapes"
   assert 0.0 <= saved["is_protocol"]["classifier_test_accuracy"] <= 1.0
+  agree = saved["shapes_caption_agreement"]
+  assert agree["samples"]["num_images"] == 12
+  assert agree["real_test_images"]["num_images"] == 32   # tiny test split
+  for who in ("samples", "real_test_images"):
+    a = agree[who]
+    assert 0.0 <= a["class"] <= min(a["kind"], a["colour"]) <= 1.0, a
+  # Measured on the very images (and classifier) of its test accuracy.
+  assert agree["real_test_images"]["class"] == pytest.approx(
+      saved["is_protocol"]["classifier_test_accuracy"])
   assert 0.0 <= saved["r_precision_mean"] <= 1.0
   assert len(saved["r_precision_per_fold"]) == 2
   assert saved["r_precision_fold_slicing"] == "full"
