@@ -44,6 +44,7 @@ from input_pipeline import transforms
 PARAMS_FILE = "classifier.msgpack"
 META_FILE = "classifier.json"
 NUM_CLASSES = len(shapes_lib.KINDS) * len(shapes_lib.OBJECT_COLOURS)
+EVAL_BATCH_SIZE = 64   # batch of the test-split scoring (any size gives the same)
 
 
 class ShapesClassifier(nn.Module):
@@ -114,6 +115,18 @@ def caption_agreement(logits, class_ids) -> dict[str, float]:
           "num_images": int(cls.size)}
 
 
+def _test_source(config: ml_collections.ConfigDict, num_train: int,
+                 size: int) -> shapes_lib.ShapesSource:
+  """The shapes test split of ``config.data``, plain renders at ``size``, as
+  the classifier is scored on (``num_train``: the train split it was built
+  with; the test items do not depend on it)."""
+  d = config.data
+  return shapes_lib.ShapesSource(
+      "test", num_train=num_train, num_test=d.shapes_num_test,
+      seed=d.shapes_seed, captions_per_image=d.captions_per_image,
+      render_size=size)
+
+
 def _logits_and_classes(logits_fn: Callable, source, batch_size: int,
                         size: int) -> tuple[np.ndarray, np.ndarray]:
   logits, classes = [], []
@@ -136,12 +149,10 @@ def test_split_agreement(config: ml_collections.ConfigDict,
   """``caption_agreement`` of the classifier on the plain renders of the test
   split (the images its ``test_accuracy`` was measured on: its ``class``
   entry equals that accuracy)."""
-  d, size = config.data, int(meta["input_size"])
-  source = shapes_lib.ShapesSource(
-      "test", num_train=int(meta["num_train"]), num_test=d.shapes_num_test,
-      seed=d.shapes_seed, captions_per_image=d.captions_per_image,
-      render_size=size)
-  return caption_agreement(*_logits_and_classes(logits_fn, source, 64, size))
+  size = int(meta["input_size"])
+  source = _test_source(config, int(meta["num_train"]), size)
+  return caption_agreement(*_logits_and_classes(logits_fn, source,
+                                                EVAL_BATCH_SIZE, size))
 
 
 def train(config: ml_collections.ConfigDict, directory: str) -> dict[str, Any]:
@@ -159,10 +170,7 @@ def train(config: ml_collections.ConfigDict, directory: str) -> dict[str, Any]:
       "train", num_train=e.classifier_num_train, num_test=d.shapes_num_test,
       seed=d.shapes_seed, captions_per_image=d.captions_per_image,
       render_size=transforms.load_size(size))
-  test_source = shapes_lib.ShapesSource(
-      "test", num_train=e.classifier_num_train, num_test=d.shapes_num_test,
-      seed=d.shapes_seed, captions_per_image=d.captions_per_image,
-      render_size=size)
+  test_source = _test_source(config, e.classifier_num_train, size)
   batch_size = min(int(e.classifier_batch_size), len(train_source))
   tx = optax.adam(2e-3)
   params = jax.jit(module.init)(jax.random.key(config.seed),
@@ -196,7 +204,7 @@ def train(config: ml_collections.ConfigDict, directory: str) -> dict[str, Any]:
     raise FloatingPointError(f"shapes classifier training diverged (loss "
                              f"{loss}); {directory} was not written")
   logits_fn = jax.jit(functools.partial(module.apply, {"params": params}))
-  acc = accuracy(logits_fn, test_source, 64, size)
+  acc = accuracy(logits_fn, test_source, EVAL_BATCH_SIZE, size)
   meta = {"width": module.width, "input_size": size,
           "num_classes": module.num_classes, "steps": int(e.classifier_steps),
           "batch_size": batch_size, "num_train": len(train_source),
