@@ -66,6 +66,9 @@ def get_config() -> ml_collections.ConfigDict:
   d.shapes_num_train = 4000
   d.shapes_num_test = 1000
   d.shapes_seed = 1234
+  # 'full': one or two objects of any size, position and texture | 'single':
+  # one large plain object in the centre (input_pipeline/shapes.py).
+  d.shapes_scenes = "full"
 
   # --------------------------------------------------------- text encoder
   t = c.text_encoder = ml_collections.ConfigDict()

@@ -82,10 +82,7 @@ def get_source(config, split: str, image_size: int):
   if d.name == "shapes":
     render = (transforms.load_size(image_size) if d.random_crop_flip
               else int(image_size))
-    return shapes.ShapesSource(
-        split, num_train=d.shapes_num_train, num_test=d.shapes_num_test,
-        seed=d.shapes_seed, captions_per_image=d.captions_per_image,
-        render_size=render)
+    return shapes.source_from_config(d, split, render)
   if d.name in ("birds", "coco"):
     source = d.get("source", "attngan")
     on_bad = errors.check_on_bad_example(d.get("on_bad_example", "error"))

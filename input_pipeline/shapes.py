@@ -9,6 +9,15 @@ and optional clauses (texture, second object, background) in varying order.
 Every caption names the main object's colour and kind, and the class id is
 ``kind_index * len(OBJECT_COLOURS) + colour_index``.
 
+Two scene families (``config.data.shapes_scenes``): ``'full'`` (default, as
+above) and ``'single'``: one large (radius 0.26 of the canvas), plain object
+in the centre (jittered) on a plain background, so only kind, colour and
+background vary. The same caption
+grammar describes both (a 'single' caption may still say "large" or "in the
+center"); the classes are the same 56. 'single' is the quick demo: a GAN
+trained for 30 CPU minutes forms its shapes (README), where on 'full' it only
+gets the colours.
+
 Determinism: index ``i`` of a split uses ``np.random.default_rng([seed,
 split_id, i])`` (split_id 0 = train, 1 = test) for its scene and then its
 captions, so an item never depends on access order or on the split sizes.
@@ -47,6 +56,7 @@ SIZES = ("small", "large")
 POSITIONS = ("left", "right", "top", "bottom", "center")
 TEXTURES = ("plain", "striped", "dotted")
 SPLITS = {"train": 0, "test": 1}
+SCENE_FAMILIES = ("full", "single")
 
 # Object centres (fractions of the canvas) and radii. The canvas is rendered
 # at 76/64 of the training size and randomly cropped, so objects stay away
@@ -57,6 +67,7 @@ _CENTRES = {"left": (0.5 - _OFFSET, 0.5), "right": (0.5 + _OFFSET, 0.5),
             "center": (0.5, 0.5)}
 _RADII_ONE = {"small": 0.11, "large": 0.20}   # single-object scenes
 _RADII_TWO = {"small": 0.10, "large": 0.155}  # two objects must not touch
+_RADIUS_SINGLE = 0.26  # 'single' scenes: one object, larger than 'large'
 _JITTER = 0.02
 _SECOND_OBJECT_P = 0.4
 _TEXTURE_P = (0.5, 0.25, 0.25)  # plain, striped, dotted
@@ -130,9 +141,34 @@ def sample_scene(rng: np.random.Generator) -> Scene:
     cx += float(rng.uniform(-_JITTER, _JITTER))
     cy += float(rng.uniform(-_JITTER, _JITTER))
     objects.append(ShapeObject(k, c, s, p, t, cx, cy, radii[s]))
+  return Scene(_background(rng, objects), tuple(objects))
+
+
+def _background(rng: np.random.Generator,
+                objects: Sequence[ShapeObject]) -> str:
   used = {o.colour for o in objects}
-  background = _choice(rng, [c for c in BACKGROUND_COLOURS if c not in used])
-  return Scene(background, tuple(objects))
+  return _choice(rng, [c for c in BACKGROUND_COLOURS if c not in used])
+
+
+def sample_single_scene(rng: np.random.Generator) -> Scene:
+  """Draws one 'single' scene: a large plain object in the (jittered) centre."""
+  kind = _choice(rng, KINDS)
+  colour = _choice(rng, OBJECT_COLOURS)
+  cx, cy = (c + float(rng.uniform(-_JITTER, _JITTER)) for c in
+            _CENTRES["center"])
+  obj = ShapeObject(kind, colour, "large", "center", "plain", cx, cy,
+                    _RADIUS_SINGLE)
+  return Scene(_background(rng, [obj]), (obj,))
+
+
+_SAMPLERS = {"full": sample_scene, "single": sample_single_scene}
+
+
+def check_scene_family(scenes: str) -> str:
+  if scenes not in SCENE_FAMILIES:
+    raise ValueError(f"config.data.shapes_scenes must be one of "
+                     f"{SCENE_FAMILIES}, got {scenes!r}")
+  return scenes
 
 
 # ------------------------------------------------------------------ captions
@@ -455,14 +491,15 @@ def _index_rng(seed: int, split: str, index: int) -> np.random.Generator:
 
 @functools.lru_cache(maxsize=4)
 def _build(seed: int, num_train: int, num_test: int,
-           captions_per_image: int):
+           captions_per_image: int, scenes_family: str = "full"):
   """Scenes and captions of both splits, and the vocabulary over both."""
+  sample = _SAMPLERS[scenes_family]
   scenes, texts = {}, {}
   for split, n in (("train", num_train), ("test", num_test)):
     scenes[split], texts[split] = [], []
     for i in range(n):
       rng = _index_rng(seed, split, i)
-      scene = sample_scene(rng)
+      scene = sample(rng)
       scenes[split].append(scene)
       texts[split].append(tuple(make_captions(scene, rng, captions_per_image)))
   tokens = {s: [[text_lib.tokenize(c) for c in caps] for caps in texts[s]]
@@ -484,11 +521,13 @@ class ShapesSource(source_items.IndexedSource):
   captions=list[list[int]] (ids, no 0), class_id=int, key=str)``.
   ``vocab`` covers both splits (built from train then test captions), so it is
   the same for ``ShapesSource('train', ...)`` and ``ShapesSource('test', ...)``
-  with equal (seed, num_train, num_test, captions_per_image).
+  with equal (seed, num_train, num_test, captions_per_image, scenes).
+  ``scenes``: the scene family, 'full' | 'single' (module docstring).
   """
 
   def __init__(self, split: str, num_train: int, num_test: int, seed: int,
-               captions_per_image: int, render_size: int):
+               captions_per_image: int, render_size: int,
+               scenes: str = "full"):
     if split not in SPLITS:
       raise ValueError(f"shapes split must be one of {tuple(SPLITS)}, got "
                        f"{split!r}")
@@ -502,11 +541,12 @@ class ShapesSource(source_items.IndexedSource):
     if int(render_size) < 8:
       raise ValueError(f"shapes render_size must be >= 8, got {render_size}")
     self.split = split
+    self.scenes = check_scene_family(scenes)
     self.seed = int(seed)
     self.captions_per_image = int(captions_per_image)
     self.render_size = int(render_size)
     splits, self.vocab = _build(self.seed, int(num_train), int(num_test),
-                                self.captions_per_image)
+                                self.captions_per_image, self.scenes)
     self._data = splits[split]
 
   @property
@@ -546,4 +586,16 @@ class ShapesSource(source_items.IndexedSource):
 
   def __repr__(self) -> str:
     return (f"ShapesSource(split={self.split!r}, n={len(self)}, "
-            f"seed={self.seed}, render_size={self.render_size})")
+            f"seed={self.seed}, scenes={self.scenes!r}, "
+            f"render_size={self.render_size})")
+
+
+def source_from_config(data: Any, split: str, render_size: int,
+                       num_train: int | None = None) -> ShapesSource:
+  """``ShapesSource`` of ``split`` as ``config.data`` describes the dataset
+  (``num_train`` overrides ``data.shapes_num_train``)."""
+  return ShapesSource(
+      split, num_train=data.shapes_num_train if num_train is None else num_train,
+      num_test=data.shapes_num_test, seed=data.shapes_seed,
+      captions_per_image=data.captions_per_image, render_size=render_size,
+      scenes=data.get("shapes_scenes", "full"))

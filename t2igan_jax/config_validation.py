@@ -16,6 +16,7 @@ CHOICES = {
     "data.caption_truncation": ("random_subset", "prefix"),
     "data.source": ("attngan", "coco_json", "tfds"),
     "data.on_bad_example": ("error", "skip"),
+    "data.shapes_scenes": ("full", "single"),
     "image_encoder.backbone": ("inception", "small"),
     "damsm.word_score": ("code", "paper"),
     "model.refiner": ("memory", "ffblock", "attention"),

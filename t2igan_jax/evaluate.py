@@ -255,6 +255,8 @@ class Evaluator:
             "random_crop_flip": bool(c.data.random_crop_flip),
             "fid_weights": c.eval.fid_weights or fid_inception.FID_PACKAGE_PIN,
             "shapes_seed": c.data.shapes_seed if c.data.name == "shapes" else None,
+            "shapes_scenes": (c.data.shapes_scenes if c.data.name == "shapes"
+                              else None),
             "quantization": "round"}
 
   def real_images(self):

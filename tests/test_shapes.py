@@ -134,3 +134,52 @@ def test_render_any_size_and_antialiasing():
   assert np.any((img > 40) & (img < 230))
   frac = np.mean(img < 135)
   assert abs(frac - np.pi * 0.3**2) < 0.02  # area of the circle
+
+
+def test_single_scenes():
+  full = _source()
+  single = shapes.ShapesSource("train", 60, 20, 3, 5, 32, scenes="single")
+  assert "scenes='single'" in repr(single)
+  kinds, colours = set(), set()
+  for i in range(len(single)):
+    scene = single.scene(i)
+    (obj,) = scene.objects
+    assert (obj.size, obj.position, obj.texture) == ("large", "center",
+                                                      "plain")
+    assert abs(obj.cx - 0.5) <= 0.02 and abs(obj.cy - 0.5) <= 0.02
+    assert scene.background != obj.colour
+    kinds.add(obj.kind)
+    colours.add(obj.colour)
+    for caption in single.captions_text(i):  # named, and nothing else
+      words = text.tokenize(caption)
+      assert obj.colour in words and obj.kind in words, caption
+      assert not {"left", "right", "top", "bottom", "small", "striped",
+                  "dotted"} & set(words), caption
+    # The object is the largest of any 'full' scene, around the centre.
+    alpha = shapes.object_alpha(obj, 64)
+    centre = alpha[30:34, 30:34]
+    assert (centre.max() == 0.0) if obj.kind == "ring" else (
+        centre.min() == 1.0), obj
+    assert alpha.sum() > max(shapes.object_alpha(o, 64).sum()
+                             for o in full.scene(i).objects)
+  assert len(kinds) == len(shapes.KINDS) and len(colours) >= 7
+  # Same per-index determinism; the vocabulary is the single grammar's own.
+  shapes._build.cache_clear()
+  again = shapes.ShapesSource("train", 30, 40, 3, 5, 32, scenes="single")
+  assert again.captions_text(7) == single.captions_text(7)
+  assert again[7]["image"].tobytes() == single[7]["image"].tobytes()
+  assert single.vocab.n_words < full.vocab.n_words
+  with pytest.raises(ValueError, match="config.data.shapes_scenes"):
+    shapes.ShapesSource("train", 6, 2, 3, 5, 32, scenes="simple")
+
+
+def test_source_from_config_reads_every_field():
+  from configs import dmgan_shapes
+  d = dmgan_shapes.get_config().data
+  assert d.shapes_scenes == "single"
+  d.shapes_num_train, d.shapes_num_test, d.captions_per_image = 12, 5, 3
+  src = shapes.source_from_config(d, "test", 40)
+  assert (len(src), src.scenes, src.seed, src.render_size) == (
+      5, "single", d.shapes_seed, 40)
+  assert len(src.captions_text(0)) == 3
+  assert len(shapes.source_from_config(d, "train", 40, num_train=7)) == 7

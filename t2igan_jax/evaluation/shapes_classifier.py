@@ -120,11 +120,7 @@ def _test_source(config: ml_collections.ConfigDict, num_train: int,
   """The shapes test split of ``config.data``, plain renders at ``size``, as
   the classifier is scored on (``num_train``: the train split it was built
   with; the test items do not depend on it)."""
-  d = config.data
-  return shapes_lib.ShapesSource(
-      "test", num_train=num_train, num_test=d.shapes_num_test,
-      seed=d.shapes_seed, captions_per_image=d.captions_per_image,
-      render_size=size)
+  return shapes_lib.source_from_config(config.data, "test", size, num_train)
 
 
 def _logits_and_classes(logits_fn: Callable, source, batch_size: int,
@@ -166,10 +162,8 @@ def train(config: ml_collections.ConfigDict, directory: str) -> dict[str, Any]:
   e, d = config.eval, config.data
   size = int(e.classifier_input_size)
   module = ShapesClassifier(width=int(e.classifier_width), input_size=size)
-  train_source = shapes_lib.ShapesSource(
-      "train", num_train=e.classifier_num_train, num_test=d.shapes_num_test,
-      seed=d.shapes_seed, captions_per_image=d.captions_per_image,
-      render_size=transforms.load_size(size))
+  train_source = shapes_lib.source_from_config(
+      d, "train", transforms.load_size(size), e.classifier_num_train)
   test_source = _test_source(config, e.classifier_num_train, size)
   batch_size = min(int(e.classifier_batch_size), len(train_source))
   tx = optax.adam(2e-3)
@@ -209,6 +203,7 @@ def train(config: ml_collections.ConfigDict, directory: str) -> dict[str, Any]:
           "num_classes": module.num_classes, "steps": int(e.classifier_steps),
           "batch_size": batch_size, "num_train": len(train_source),
           "num_test": len(test_source), "shapes_seed": int(d.shapes_seed),
+          "shapes_scenes": str(d.shapes_scenes),
           "final_train_loss": loss, "test_accuracy": acc,
           "train_seconds": time.monotonic() - t0}
   os.makedirs(directory, exist_ok=True)
