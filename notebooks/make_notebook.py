@@ -297,12 +297,14 @@ CELLS = [
     _md("""
     ## 3. Samples and per-word attention maps
 
-    Type a caption in the words of the shapes grammar: `small` / `large`;
-    `red`, `orange`, `yellow`, `green`, `blue`, `purple`, `white`, `black`
-    (and `gray` backgrounds); `circle`, `square`, `triangle`, `diamond`,
-    `star`, `ring`, `cross`; `striped` / `dotted`; positions such as `on the
-    left`, `at the top`, `in the middle`; `on a gray background`. Unknown words
-    are reported and dropped. For each family the first image shows one row per sample and
+    Type a caption in the words of the shapes grammar of the configs'
+    `single` scenes (one large object in the centre): `red`, `orange`,
+    `yellow`, `green`, `blue`, `purple`, `white`, `black` (and `gray`
+    backgrounds); `circle`, `square`, `triangle`, `diamond`, `star`, `ring`,
+    `cross`; `large`, `in the middle`, `on a gray background`. (The `full`
+    scenes' words `small`, `striped`, `dotted`, `on the left`, ... belong to
+    `--config.data.shapes_scenes=full`.) Unknown words are reported and
+    dropped. For each family the first image shows one row per sample and
     one column per stage (32 and 64 px); the second shows, for the last
     stage, the image followed by the attention map of each word.
     """),
