@@ -287,4 +287,5 @@ def tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.image_every_steps = 1
   c.checkpoint_every_steps = 2
   c.max_steps = 2
+  c.max_train_seconds = 0.0   # no wall-clock budget in tests
   return c
