@@ -27,11 +27,11 @@ def workdir(tmp_path_factory):
   return trained_workdir(tmp_path_factory)
 
 
-CAPTIONS = ("a red circle on the left\n"
+CAPTIONS = ("a red circle in the middle\n"
             "the zorblax is a blue square\n"
             "\n"
             "flibber gronk\n"
-            "a big green star, at the top!\n")
+            "a big green star, in the center!\n")
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +88,8 @@ def test_report_names_unknown_words_and_line_errors(sampled):
   assert lines[3]["error"] == "empty line"
   assert "flibber gronk" in lines[4]["error"]
   assert lines[4]["unknown_words"] == ["flibber", "gronk"]
-  assert lines[5]["used_words"] == ["a", "big", "green", "star", "at", "the",
-                                    "top"]
+  assert lines[5]["used_words"] == ["a", "big", "green", "star", "in", "the",
+                                    "center"]
   text = (out / "caption_002.txt").read_text()
   assert "zorblax" in text and "used words (5)" in text
   assert "error: empty line" in (out / "caption_003.txt").read_text()
