@@ -37,6 +37,8 @@ MAX_FLIPPED_FRACTION = 1e-3
 def tiny_config():
   c = dmgan_shapes.get_config("tiny")
   c.dtype = "float32"
+  # The reference's batch-dependent mask (the shapes config uses per_caption).
+  c.model.attn_mask_mode = "rolled"
   config_validation.validate(c)
   return c
 
