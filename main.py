@@ -21,9 +21,10 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, TensorBoard "
                     "events and metrics.json; an existing run there resumes.")
 config_flags.DEFINE_config_file(
-    "config", None, "Config file (configs/*.py); override fields with "
-    "--config.<field>=<value>.", lock_config=True)
-flags.mark_flags_as_required(["config", "workdir"])
+    "config", None, "Config file (configs/*.py[:variant]); override fields "
+    "with --config.<field>=<value>.", lock_config=True)
+flags.DEFINE_bool("print_config", False, "Print every field of --config "
+                  "(after the overrides) with its value and exit.")
 
 
 def main(argv):
@@ -52,17 +53,46 @@ def main(argv):
 
 
 def _parse_flags_or_exit(argv):
-  """Parses flags first so that a bad --config or override is one line."""
+  """Parses flags first so that --help, --print_config and a bad --config or
+  override need no JAX; an error is one line."""
+  from t2igan_jax import cli  # pylint: disable=g-import-not-at-top
+  if any(a in cli.HELP_ARGS for a in argv[1:]):
+    print(cli.usage())
+    sys.exit(0)
+  spec = cli.config_spec(argv[1:])
+  if spec is None:
+    sys.exit("error: --config is required (python main.py --help lists the "
+             "config files)")
+  missing = cli.missing_config_message(spec)
+  if missing:
+    sys.exit(f"error: {missing}")
   try:
-    return FLAGS(argv)
+    rest = FLAGS(argv)
   except (AttributeError, KeyError) as e:
-    overrides = [a for a in argv[1:] if a.startswith("--config.")]
-    sys.exit(f"error: unknown config field {e} (overrides given: "
-             f"{' '.join(overrides) or 'none'}); fields are defined in "
-             "configs/base.py")
+    msg = cli.unknown_field_message(spec, argv[1:])
+    sys.exit(f"error: {msg or e}")
   except (flags.Error, ValueError, TypeError, OSError, SyntaxError) as e:
-    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    sys.exit(f"error: bad flag or config file: {msg}")
+    variant = cli.variant_error(e)
+    if variant is not None:
+      sys.exit(f"error: --config={spec}: {variant}")
+    msg = cli.unknown_field_message(spec, argv[1:])
+    if msg is None:
+      msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+      msg = f"bad flag or config file: {msg}"
+    sys.exit(f"error: {msg}")
+  if FLAGS.print_config:
+    print(cli.format_config(FLAGS.config, spec))
+    from t2igan_jax import config_validation  # pylint: disable=g-import-not-at-top
+    from t2igan_jax import errors  # pylint: disable=g-import-not-at-top
+    try:
+      config_validation.validate(FLAGS.config)
+    except errors.ConfigError as e:
+      sys.exit(f"error: {e}")
+    sys.exit(0)
+  if FLAGS.workdir is None:
+    sys.exit("error: --workdir is required: the directory for checkpoints and "
+             "logs (an existing run there resumes)")
+  return rest
 
 
 def _run():

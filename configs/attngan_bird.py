@@ -18,6 +18,4 @@ from configs import dmgan_bird
 def get_config(arg=None):
   c = dmgan_bird.get_config()
   c.model.refiner = "attention"
-  if arg == "tiny":
-    base.tiny(c)
-  return c
+  return base.apply_variant(c, arg)

@@ -17,6 +17,4 @@ from configs import dmgan_shapes
 def get_config(arg=None):
   c = dmgan_shapes.get_config()
   c.model.refiner = "attention"
-  if arg == "tiny":
-    base.tiny(c)
-  return c
+  return base.apply_variant(c, arg)

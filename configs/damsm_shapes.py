@@ -29,6 +29,4 @@ def get_config(arg=None):
   c.damsm.eval_batches = 10
   c.log_every_steps = 20
   c.checkpoint_every_steps = 200
-  if arg == "tiny":
-    base.tiny(c)
-  return c
+  return base.apply_variant(c, arg)

@@ -20,6 +20,4 @@ def get_config(arg=None):
   c.gan.epochs = 800
   c.gan.lambda_damsm = 5.0
   c.gan.snapshot_interval = 25
-  if arg == "tiny":
-    base.tiny(c)
-  return c
+  return base.apply_variant(c, arg)

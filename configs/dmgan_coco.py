@@ -21,6 +21,4 @@ def get_config(arg=None):
   c.gan.epochs = 200
   c.gan.lambda_damsm = 50.0
   c.gan.snapshot_interval = 5
-  if arg == "tiny":
-    base.tiny(c)
-  return c
+  return base.apply_variant(c, arg)

@@ -17,6 +17,4 @@ def get_config(arg=None):
   c.model.r_num = 2
   c.gan.batch_size = 4
   c.gan.epochs = 800
-  if arg == "tiny":
-    base.tiny(c)
-  return c
+  return base.apply_variant(c, arg)

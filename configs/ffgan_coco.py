@@ -17,6 +17,4 @@ def get_config(arg=None):
   c.model.r_num = 3
   c.gan.batch_size = 16
   c.gan.epochs = 200
-  if arg == "tiny":
-    base.tiny(c)
-  return c
+  return base.apply_variant(c, arg)

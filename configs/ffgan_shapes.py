@@ -12,6 +12,4 @@ from configs import dmgan_shapes
 def get_config(arg=None):
   c = dmgan_shapes.get_config()
   c.model.refiner = "ffblock"
-  if arg == "tiny":
-    base.tiny(c)
-  return c
+  return base.apply_variant(c, arg)

@@ -118,7 +118,33 @@ def load_filenames(data_dir: str, split: str) -> list[str]:
                      f"{type(keys).__name__}"
                      + (f" of length {len(keys)}" if hasattr(keys, "__len__")
                         else ""))
-  return [_as_str(k) for k in keys]
+  keys = [_as_str(k) for k in keys]
+  check_unique_keys(keys, path)
+  return keys
+
+
+def check_unique_keys(keys: Sequence[str], path: str) -> None:
+  """Raises ValueError naming ``path`` if a key appears more than once.
+
+  The real AttnGAN split files (CUB 8,855 / 2,933 keys) have no duplicates;
+  a repeated key would silently weight its image twice.
+  """
+  first = {}
+  repeats = []
+  for j, key in enumerate(keys):
+    if key in first:
+      repeats.append((key, first[key], j))
+    else:
+      first[key] = j
+  if repeats:
+    key, a, b = repeats[0]
+    names = sorted({k for k, _, _ in repeats})
+    raise ValueError(
+        f"{path} lists {len(names)} image key(s) more than once "
+        f"({len(repeats)} repeated entries), e.g. {key!r} at positions {a} "
+        f"and {b}; keys: {errors.first_few(names)}: each image must be listed "
+        "once (remove the repeats, and delete captions.pickle if it was built "
+        "from this list)")
 
 
 def load_class_ids(data_dir: str, split: str, num_images: int,
@@ -173,27 +199,54 @@ def load_bboxes(cub_dir: str, keys: Sequence[str]) -> dict[str, tuple]:
       parts = line.split()
       if not parts:
         continue
-      try:
-        if len(parts) != 5:
-          raise ValueError("wrong number of fields")
-        id_to_box[parts[0]] = tuple(int(float(v)) for v in parts[1:])
-      except ValueError:
-        raise ValueError(f"{boxes_txt} line {n}: expected '<id> x y w h', "
-                         f"got {line.strip()!r}") from None
+      id_to_box[parts[0]] = _parse_box(parts, f"{boxes_txt} line {n}", line)
   out = {}
+  no_line, no_box = [], []
   for key in keys:
     image_id = key_to_id.get(key)
     if image_id is None:
-      raise ValueError(
-          f"{images_txt} has no line for image key {key!r} (expected "
-          f"'<id> {key}.jpg'; the bounding-box lookup is by key, so "
-          "images.txt must list every image of the split)")
-    box = id_to_box.get(image_id)
-    if box is None:
-      raise ValueError(f"{boxes_txt} has no box for image id {image_id} "
-                       f"(key {key!r} in images.txt)")
-    out[key] = box
+      no_line.append(key)
+    elif image_id not in id_to_box:
+      no_box.append((key, image_id))
+    else:
+      out[key] = id_to_box[image_id]
+  problems = []
+  if no_line:
+    which = (f"image key {no_line[0]!r}" if len(no_line) == 1 else
+             f"{len(no_line)} image keys: {errors.first_few(no_line)}")
+    problems.append(ValueError(
+        f"{images_txt} has no line for {which} (expected e.g. "
+        f"'<id> {no_line[0]}.jpg'; the bounding-box lookup is by key, so "
+        "images.txt must list every image of the split): use the images.txt "
+        "of CUB_200_2011.tgz"))
+  if no_box:
+    which = (f"image id {no_box[0][1]} (key {no_box[0][0]!r} in images.txt)"
+             if len(no_box) == 1 else
+             f"{len(no_box)} image ids of images.txt, e.g. id {no_box[0][1]}; "
+             f"keys: {errors.first_few(k for k, _ in no_box)}")
+    problems.append(ValueError(
+        f"{boxes_txt} has no box for {which}: use the bounding_boxes.txt of "
+        "CUB_200_2011.tgz"))
+  errors.raise_problems(f"the CUB boxes in {cub_dir}", problems)
   return out
+
+
+def _parse_box(parts: Sequence[str], where: str, line: str) -> tuple:
+  """(x, y, w, h) ints of a '<id> x y w h' line; ValueError naming ``where``."""
+  expected = (f"{where}: expected '<id> x y w h' (finite numbers, x, y >= 0, "
+              f"w, h > 0), got {line.strip()!r}")
+  if len(parts) != 5:
+    raise ValueError(f"{expected}: {len(parts)} fields")
+  try:
+    values = [float(v) for v in parts[1:]]
+  except ValueError:
+    raise ValueError(f"{expected}: not a number") from None
+  if not all(np.isfinite(values)):
+    raise ValueError(f"{expected}: not finite")
+  x, y, w, h = values
+  if x < 0 or y < 0 or w <= 0 or h <= 0:
+    raise ValueError(f"{expected}: out of range")
+  return tuple(int(v) for v in values)
 
 
 # ------------------------------------------------------------------ captions
@@ -289,14 +342,16 @@ def build_captions(data_dir: str, captions_per_image: int,
   Returns (train_ids, test_ids, Vocabulary, dropped); ids follow the
   vocabulary built over the train then the test captions (first appearance
   order). ``dropped`` maps each split to ``{image index: reason}`` of images
-  whose caption file is missing, empty or short of valid captions: with
-  ``on_bad_example='error'`` the first one raises instead (naming the file);
-  with 'skip' their caption slots hold empty lists and their words are not in
-  the vocabulary.
+  whose caption file is missing, not UTF-8, empty or short of valid captions:
+  with ``on_bad_example='error'`` every file is read and then one error names
+  them all (count, first files; the file itself when there is one); with
+  'skip' their caption slots hold empty lists and their words are not in the
+  vocabulary (each logged at debug level).
   """
   errors.check_on_bad_example(on_bad_example)
   tokens = {}
   dropped = {}
+  failures = []
   for split in SPLITS:
     tokens[split] = []
     dropped[split] = {}
@@ -307,16 +362,41 @@ def build_captions(data_dir: str, captions_per_image: int,
       except errors.BadExampleError as e:
         msg = (f"{e} ({split} image key {key!r}; the captions of every "
                f"image are needed to build {CAPTIONS_FILE})")
-        if on_bad_example != "skip":
-          raise type(e)(msg) from e
-        logging.warning("skipping %s image %r: %s", split, key, msg)
+        failures.append((type(e), msg, key))
+        logging.debug("bad caption file of %s image %r: %s", split, key, msg)
         dropped[split][k] = msg
         caps = [[] for _ in range(captions_per_image)]
       tokens[split].extend(caps)
+  if failures and on_bad_example != "skip":
+    _raise_caption_failures(data_dir, failures)
   vocab = text_lib.build_vocabulary(
       itertools.chain(tokens["train"], tokens["test"]))
   ids = {s: [vocab.encode(c) for c in tokens[s]] for s in SPLITS}
   return ids["train"], ids["test"], vocab, dropped
+
+
+def _raise_caption_failures(data_dir: str, failures) -> None:
+  """One error for every unusable caption file (``(type, message, key)``)."""
+  fix = ("; or set config.data.on_bad_example=skip to leave out the images "
+         "whose caption file is unusable")
+  if len(failures) == 1:
+    cls, msg, _ = failures[0]
+    raise cls(msg + fix)
+  missing = [key for cls, _, key in failures
+             if issubclass(cls, errors.MissingExampleFileError)]
+  bad = [(msg, key) for cls, msg, key in failures
+         if not issubclass(cls, errors.MissingExampleFileError)]
+  parts = []
+  if missing:
+    parts.append(f"{len(missing)} without a caption file (expected "
+                 f"{caption_file(data_dir, missing[0])}), keys "
+                 f"{errors.first_few(missing)}")
+  if bad:
+    parts.append(f"{len(bad)} with an unusable one, keys "
+                 f"{errors.first_few(k for _, k in bad)}; first: {bad[0][0]}")
+  cls = errors.MissingExampleFileError if not bad else errors.BadExampleError
+  raise cls(f"{len(failures)} images have no usable caption file in "
+            f"{os.path.join(data_dir, 'text')}: " + "; ".join(parts) + fix)
 
 
 @functools.lru_cache(maxsize=2)
@@ -423,18 +503,29 @@ class AttnGANSource(source_items.KeyedImageSource):
     filenames_path = os.path.join(self.data_dir, split, FILENAMES_FILE)
     check_keys_dataset(keys, dataset, filenames_path)
     n = len(keys)
-    class_ids = load_class_ids(self.data_dir, split, n, dataset)
-    train, test, self.vocab, dropped = load_captions(self.data_dir, cpi,
-                                                     on_bad_example)
+    # Every later check runs even when one fails: one error lists them all.
+    problems = []
+    try:
+      class_ids = load_class_ids(self.data_dir, split, n, dataset)
+    except ValueError as e:
+      problems.append(e)
+      class_ids = np.arange(n, dtype=np.int64)
+    try:
+      train, test, self.vocab, dropped = load_captions(self.data_dir, cpi,
+                                                       on_bad_example)
+    except (ValueError, FileNotFoundError) as e:
+      problems.append(e)
+      train = test = None
+      dropped = {s: {} for s in SPLITS}
     caps = train if split == "train" else test
-    if len(caps) != n * cpi:
-      raise ValueError(
+    if caps is not None and len(caps) != n * cpi:
+      problems.append(ValueError(
           f"{os.path.join(self.data_dir, CAPTIONS_FILE)} holds {len(caps)} "
           f"{split} captions but {split}/{FILENAMES_FILE} lists {n} images x "
           f"captions_per_image={cpi} = {n * cpi}: the pickle belongs to "
           "another file list, data set or captions_per_image (fix "
           "config.data.captions_per_image, or delete the pickle to rebuild it "
-          "from text/)")
+          "from text/)"))
     self._captions = caps
     if dataset == "birds":
       self.image_dir = os.path.join(self.data_dir, CUB_DIR, "images")
@@ -444,19 +535,29 @@ class AttnGANSource(source_items.KeyedImageSource):
     self.skipped: list[tuple[str, str]] = [
         (keys[k], msg) for k, msg in sorted(dropped[split].items())]
     kept = [k for k in range(n) if k not in dropped[split]]
-    bboxes = (load_bboxes(os.path.join(self.data_dir, CUB_DIR),
-                          [keys[k] for k in kept]) if self.use_bbox else None)
-    kept = [kept[j] for j in images.keep_existing(
-        [keys[k] for k in kept],
-        [os.path.join(self.image_dir, keys[k] + ".jpg") for k in kept],
-        listed_in=filenames_path, on_bad_example=on_bad_example,
-        skipped=self.skipped, label=split)]
+    bboxes = None
+    if self.use_bbox:
+      try:
+        bboxes = load_bboxes(os.path.join(self.data_dir, CUB_DIR),
+                             [keys[k] for k in kept])
+      except (ValueError, FileNotFoundError) as e:
+        problems.append(e)
+    try:
+      kept = [kept[j] for j in images.keep_existing(
+          [keys[k] for k in kept],
+          [os.path.join(self.image_dir, keys[k] + ".jpg") for k in kept],
+          listed_in=filenames_path, on_bad_example=on_bad_example,
+          skipped=self.skipped, label=split)]
+    except errors.MissingExampleFileError as e:
+      problems.append(e)
+    errors.raise_problems(f"{dataset} {split} split of {self.data_dir}",
+                          problems)
     if not kept:
       raise ValueError(f"every image of {filenames_path} was skipped as bad "
                        f"(e.g. {self.skipped[0][1]})")
     if self.skipped:
-      logging.warning("%s %s split: %d of %d images skipped as bad examples",
-                      dataset, split, len(self.skipped), n)
+      logging.warning("%s", errors.skipped_summary(
+          f"{dataset} {split} split", self.skipped, n))
     self._index = np.asarray(kept, dtype=np.int64)
     self.keys = [keys[k] for k in kept]
     self.class_ids = class_ids[self._index]

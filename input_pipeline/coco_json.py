@@ -157,7 +157,7 @@ def _load_cached(data_dir: str, captions_per_image: int, on_bad_example: str,
       except errors.BadExampleError as e:
         if on_bad_example != "skip":
           raise
-        logging.warning("skipping COCO %s image %r: %s", split, key, e)
+        logging.debug("skipping COCO %s image %r: %s", split, key, e)
         skipped.append((key, str(e)))
         continue
       kept.append(key)
@@ -225,6 +225,7 @@ class CocoJsonSource(source_items.KeyedImageSource):
                                  on_bad_example)
     keys, names, ids, skipped, self.json_path = per_split[split]
     self.skipped = list(skipped)
+    total = len(keys) + len(self.skipped)  # before images are checked
     merged = os.path.join(self.data_dir, "images")
     image_dir = (merged if os.path.isdir(merged)
                  else os.path.join(self.data_dir, IMAGE_DIRS[split]))
@@ -244,8 +245,8 @@ class CocoJsonSource(source_items.KeyedImageSource):
                        + (f" (e.g. {self.skipped[0][1]})" if self.skipped
                           else ""))
     if self.skipped:
-      logging.warning("COCO %s split: %d images skipped as bad examples",
-                      split, len(self.skipped))
+      logging.warning("%s", errors.skipped_summary(
+          f"COCO {split} split", self.skipped, total))
     self.keys = [keys[j] for j in keep]
     self._paths = [paths[j] for j in keep]
     self._captions = [ids[j] for j in keep]

@@ -5,6 +5,14 @@ greyscale ('L'), palette, RGBA and CMYK JPEGs are all accepted and converted
 by PIL's rules (CMYK: PIL's plain formula, no colour profile). A missing,
 corrupt or truncated file raises an error that names the file and the example
 (``errors.MissingExampleFileError`` / ``errors.BadExampleError``).
+
+Where PIL's rules give garbage, the image is converted or refused instead:
+16-bit greyscale (PNG/TIFF, PIL modes 'I;16*'), which ``convert('RGB')``
+clips to white above 255, is scaled to 8 bits (``round(v / 257)``); 32-bit
+integer and float greyscale (modes 'I', 'F'), whose range is unknown, are
+refused naming the file. An image over PIL's decompression-bomb limit
+(``Image.MAX_IMAGE_PIXELS``, error at twice it) is refused naming the file
+and the limit, not raised as PIL's own exception.
 """
 
 import io
@@ -15,7 +23,26 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from input_pipeline import errors
 from input_pipeline.errors import BadExampleError, MissingExampleFileError
+
+
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+_REFUSED_MODES = {"I": "32-bit integer", "F": "32-bit float"}
+
+
+def _to_rgb(img: Image.Image, where: str, what: str) -> Image.Image:
+  """``img.convert('RGB')``, scaling 16-bit greyscale to 8 bits first."""
+  if img.mode in _SIXTEEN_BIT_MODES:
+    wide = np.asarray(img, dtype=np.uint32)
+    grey = ((wide * 2 + 257) // 514).astype(np.uint8)  # round(v / 257)
+    return Image.fromarray(grey).convert("RGB")
+  if img.mode in _REFUSED_MODES:
+    raise BadExampleError(
+        f"{where}: {_REFUSED_MODES[img.mode]} greyscale {img.format} image "
+        f"(PIL mode {img.mode!r}, value range unknown) ({what}); convert it "
+        "to 8-bit (e.g. an RGB JPEG or PNG)")
+  return img.convert("RGB")
 
 
 def _decode(fp, where: str, what: str) -> Image.Image:
@@ -25,7 +52,15 @@ def _decode(fp, where: str, what: str) -> Image.Image:
       mode = img.mode
       # convert() loads the pixels: a truncated JPEG raises here ("image file
       # is truncated"), not at open().
-      rgb = img.convert("RGB")
+      rgb = _to_rgb(img, where, what)
+  except BadExampleError:
+    raise
+  except Image.DecompressionBombError as e:
+    raise BadExampleError(
+        f"{where}: image too large ({what}): {e} (PIL refuses images over "
+        f"2 x Image.MAX_IMAGE_PIXELS = {2 * Image.MAX_IMAGE_PIXELS} pixels); "
+        "resize it, or leave it out with config.data.on_bad_example=skip"
+        ) from None
   except Image.UnidentifiedImageError as e:
     raise BadExampleError(
         f"{where}: not a readable image ({what}; corrupt file or not an "
@@ -84,9 +119,10 @@ def keep_existing(keys: Sequence[str], paths: Sequence[str], *, listed_in: str,
   """Indices of the examples whose image file ``paths[j]`` exists.
 
   A missing file stops with ``MissingExampleFileError`` naming ``listed_in``
-  (the list that names the images), the count, the first key and its expected
-  path ('error'), or is logged as a ``label`` image and appended to ``skipped``
-  as ``(key, reason)`` ('skip').
+  (the list that names the images), the count, the first keys and the first
+  expected path ('error'), or is logged (debug level) as a ``label`` image and
+  appended to ``skipped`` as ``(key, reason)`` ('skip'; the caller logs one
+  summary line).
   """
   found = existing_files(paths)
   missing = [j for j, p in enumerate(paths) if p not in found]
@@ -94,11 +130,12 @@ def keep_existing(keys: Sequence[str], paths: Sequence[str], *, listed_in: str,
     j = missing[0]
     raise MissingExampleFileError(
         f"{len(missing)} of the {len(paths)} keys in {listed_in} have no image "
-        f"file, e.g. {keys[j]!r} (expected {paths[j]}); set "
+        f"file, e.g. {keys[j]!r} (expected {paths[j]}); keys: "
+        f"{errors.first_few(keys[m] for m in missing)}; add the files, or set "
         "config.data.on_bad_example=skip to leave them out")
   for j in missing:
     msg = f"{keys[j]!r} of {listed_in} has no image {paths[j]}"
-    logging.warning("skipping %s image: %s", label, msg)
+    logging.debug("skipping %s image: %s", label, msg)
     skipped.append((keys[j], msg))
   missing = set(missing)
   return [j for j in range(len(paths)) if j not in missing]

@@ -55,6 +55,8 @@ _STATE_VERSION = 1
 _SKIPPED = "skipped_examples"
 # 'skip': how many other items are tried in place of a bad one before giving up.
 _MAX_REPLACEMENTS = 16
+# 'skip': bad examples logged as warnings before the log goes to debug level.
+_WARNED_SKIPS = 20
 
 
 def stage_sizes(config) -> tuple[int, ...]:
@@ -127,6 +129,24 @@ def steps_per_epoch(num_items: int, global_batch_size: int,
   return math.ceil(num_items / global_batch_size)
 
 
+def epoch_permutation(seed: int, epoch: int, num_items: int) -> np.ndarray:
+  """The item order of ``epoch`` of a shuffled stream seeded with ``seed``."""
+  return np.random.default_rng([seed, 0, epoch]).permutation(num_items)
+
+
+def open_splits(config, image_size: int):
+  """(train source, test source) of a job, after checking the whole data set.
+
+  Opens both splits and checks what the job (``config.job``) will ask of
+  them before anything compiles; every problem found (missing or bad files,
+  a batch larger than a split, retrieval candidates the test split cannot
+  supply) is listed in one error, each with its count, first keys and the
+  file or config field that fixes it (``dataset_check``).
+  """
+  from input_pipeline import dataset_check  # pylint: disable=g-import-not-at-top
+  return dataset_check.open_splits(config, image_size)
+
+
 class _BatchBuilder:
   """Batch index -> host-local batch dict; a pure function of the index.
 
@@ -164,8 +184,7 @@ class _BatchBuilder:
   def epoch_order(self, epoch: int) -> np.ndarray:
     if self._order_epoch != epoch:
       if self.shuffle:
-        self._order = np.random.default_rng(
-            [self.seed, 0, epoch]).permutation(self.num_items)
+        self._order = epoch_permutation(self.seed, epoch, self.num_items)
       else:
         self._order = np.arange(self.num_items)
       self._order_epoch = epoch
@@ -325,13 +344,31 @@ class BatchIterator(grain.DatasetIterator):
       batch = _plain_copy(next(self._grain_iter))
     else:
       batch = self._builder(self._next)
-    skipped = batch.pop(_SKIPPED)
-    for msg in skipped.tolist():
-      self._num_skipped += 1
-      logging.warning("skipped a bad example (%d so far): %s",
-                      self._num_skipped, msg)
+    self._log_skipped(batch.pop(_SKIPPED).tolist())
     self._next += 1
     return batch
+
+  def _log_skipped(self, skipped: list[str]) -> None:
+    """Counts a batch's bad examples; one log line for the batch.
+
+    The first ``_WARNED_SKIPS`` skips are warnings, later batches are logged
+    at debug level (the count stays in ``num_skipped``).
+    """
+    if not skipped:
+      return
+    before = self._num_skipped
+    self._num_skipped += len(skipped)
+    for msg in skipped[1:]:
+      logging.debug("skipped a bad example: %s", msg)
+    what = ("a bad example" if len(skipped) == 1
+            else f"{len(skipped)} bad examples")
+    quiet = ""
+    if before < _WARNED_SKIPS <= self._num_skipped:
+      quiet = (f"; further skips are logged at debug level (the count is "
+               f"the data/skipped_examples metric)")
+    logging.log(logging.WARNING if before < _WARNED_SKIPS else logging.DEBUG,
+                "skipped %s in batch %d (%d so far; on_bad_example=skip): "
+                "%s%s", what, self._next, self._num_skipped, skipped[0], quiet)
 
   def get_state(self) -> dict[str, Any]:
     return {"version": _STATE_VERSION, "next_batch": self._next,

@@ -15,7 +15,7 @@ in the centre (jittered) on a plain background, so only kind, colour and
 background vary. The same caption
 grammar describes both (a 'single' caption may still say "large" or "in the
 center"); the classes are the same 56. 'single' is the quick demo: a GAN
-trained for 30 CPU minutes forms its shapes (README), where on 'full' it only
+trained for 30 CPU minutes forms its shapes (docs/results.md), where on 'full' it only
 gets the colours.
 
 Determinism: index ``i`` of a split uses ``np.random.default_rng([seed,

@@ -98,22 +98,34 @@ def read_caption_file(path: str | os.PathLike,
                       captions_per_image: int) -> list[list[str]]:
   """Reads the first ``captions_per_image`` valid captions of a text file.
 
-  Lines are split on '\\n' and chosen by ``select_captions``. Undecodable
-  bytes become U+FFFD (as in the reference data, where pairs of them stand
-  for a lost character). Raises ``errors.MissingExampleFileError`` if the
-  file does not exist and ``errors.BadExampleError`` (a ValueError) naming it
-  when it has fewer valid captions than requested.
+  Lines are split on '\\n' and chosen by ``select_captions``. The file is
+  decoded as strict UTF-8, as the reference decodes it (U+FFFD characters
+  stored in the file, which the reference data has in pairs for a lost
+  character, are text like any other). Raises
+  ``errors.MissingExampleFileError`` if the file does not exist and
+  ``errors.BadExampleError`` (a ValueError) naming it when it is not UTF-8
+  text (e.g. random bytes, which would add gibberish words to the
+  vocabulary) or has fewer valid captions than requested.
   """
   if captions_per_image < 1:
     raise ValueError(
         f"captions_per_image must be >= 1, got {captions_per_image}")
   try:
-    with open(path, encoding="utf-8", errors="replace") as f:
-      text = f.read()
+    with open(path, "rb") as f:
+      data = f.read()
   except FileNotFoundError:
     raise MissingExampleFileError(
         f"caption file {os.fspath(path)} not found (expected one caption per "
         "line)") from None
+  try:
+    text = data.decode("utf-8")
+  except UnicodeDecodeError as e:
+    line = data[:e.start].count(b"\n") + 1
+    raise BadExampleError(
+        f"caption file {os.fspath(path)} is not UTF-8 text: byte "
+        f"{data[e.start:e.start + 1]!r} at offset {e.start} (line {line}) "
+        "cannot be decoded (a binary or corrupt file, or another text "
+        "encoding: convert it to UTF-8)") from None
   return select_captions(text.split("\n"), captions_per_image,
                          f"caption file {os.fspath(path)}")
 

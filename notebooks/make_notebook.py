@@ -390,8 +390,8 @@ CELLS = [
 
     The same jobs run on the papers' datasets with `configs/*_bird.py` and
     `configs/*_coco.py` (64/128/256 px, Inception-v3 DAMSM, the reference
-    hyper-parameters). Prepare the data in AttnGAN's layout (see the README's
-    *Datasets* section; COCO can also be read from the official caption JSON
+    hyper-parameters). Prepare the data in AttnGAN's layout (see the
+    repository's `docs/datasets.md`; COCO can also be read from the official caption JSON
     files with `config.data.source = 'coco_json'`), e.g. on Drive, then:
 
     ```python
@@ -433,7 +433,10 @@ CELLS = [
     Then `job=sample` / `job=evaluate` with that `--workdir` (the converter
     writes `workdir/damsm/` and a checkpoint at step 0). Keep AttnGAN's
     `captions.pickle` in the data folder: the released encoders need its word
-    ids.
+    ids. AttnGAN's own generators are narrower than the configs: convert
+    `bird_AttnGAN2.pth` with `configs/attngan_bird.py --config.model.ngf=32`
+    (COCO: `--config.model.ngf=48`) and pass the same override to
+    `job=sample` / `job=evaluate` (`docs/pytorch_checkpoints.md`).
     """),
     _md("""
     ## TPU (or GPU) runtime

@@ -9,7 +9,10 @@ three items:
   continues with exactly the batches it would have seen;
 * ``meta``: JSON facts about the run (vocabulary fingerprint, job, model
   sections of the config) used to refuse restoring into an incompatible run,
-  plus ``state_digest``, a checksum of every array of ``state``.
+  plus ``state_digest``, a checksum of every array of ``state``, and
+  ``items_digest``, a SHA-256 of that checksum with the ``data`` and ``meta``
+  items' JSON: every item of a step is covered (a changed ``next_batch`` is
+  corruption like a flipped weight).
 
 Integrity. orbax writes each step into a temporary directory and renames it
 when complete, so a killed save never leaves a directory that looks finished
@@ -22,13 +25,28 @@ tried; once one restores, the skipped steps are moved to
 can be restored (then nothing is moved: the cause may be this run, e.g. a
 missing file system), or when the newest readable step belongs to another
 model (the message names the differing config field).
+
+A step without digests (written before they existed, or with its digest
+removed) counts as corrupt, unless ``accept_undigested`` (the config's
+``accept_undigested_checkpoints``) accepts it with a warning.
+
+``read_only=True`` (a DAMSM directory a GAN job reads) never writes, moves or
+cleans anything in the directory and does not fall back: a damaged step is an
+error naming it.
+
+Orbax's own log records (their tracebacks included) are kept at debug level:
+a failed read or write is reported once, by this module, in one line.
 """
 
+import contextlib
 import functools
+import gc
 import hashlib
+import json
 import logging
 import os
 import shutil
+import sys
 import time
 from typing import Any, Callable, Optional
 
@@ -44,6 +62,8 @@ from t2igan_jax.errors import CheckpointError
 
 ITEMS = ("state", "data", "meta")
 DIGEST_KEY = "state_digest"
+ITEMS_DIGEST_KEY = "items_digest"
+ACCEPT_FLAG = "config.accept_undigested_checkpoints"
 
 
 class IncompatibleCheckpointError(CheckpointError):
@@ -57,17 +77,30 @@ class Checkpointer:
   """
 
   def __init__(self, directory: str, *, max_to_keep: int, interval: int,
-               keep_period: int | None = None):
+               keep_period: int | None = None, read_only: bool = False,
+               accept_undigested: bool = False):
     self.directory = os.path.abspath(directory)
-    options = ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep,
-        keep_period=keep_period if keep_period and keep_period > 0 else None,
-        create=True,
-        cleanup_tmp_directories=True,
-        enable_async_checkpointing=True)
+    self.read_only = read_only
+    self.accept_undigested = accept_undigested
     self.interval = max(int(interval), 1)
-    self._manager = ocp.CheckpointManager(
-        self.directory, options=options, item_names=ITEMS)
+    self._last_save: int | None = None  # the step of the newest save started
+    self._quiet = _OrbaxToDebug()
+    self._quiet.install()
+    with self._quiet.everything():
+      if read_only:
+        options = ocp.CheckpointManagerOptions(
+            read_only=True, create=False, cleanup_tmp_directories=False,
+            save_interval_steps=0, max_to_keep=None,
+            enable_async_checkpointing=False)
+      else:
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep,
+            keep_period=keep_period if keep_period and keep_period > 0 else None,
+            create=True,
+            cleanup_tmp_directories=True,
+            enable_async_checkpointing=True)
+      self._manager = ocp.CheckpointManager(
+          self.directory, options=options, item_names=ITEMS)
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -79,12 +112,13 @@ class Checkpointer:
   def _restore_items(self, abstract_state: Any, step: int):
     """(state, data, meta) of ``step`` as read, or CheckpointError."""
     try:
-      restored = self._manager.restore(
-          step,
-          args=ocp.args.Composite(
-              state=ocp.args.StandardRestore(abstract_state),
-              data=ocp.args.JsonRestore(),
-              meta=ocp.args.JsonRestore()))
+      with self._quiet.everything():
+        restored = self._manager.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state),
+                data=ocp.args.JsonRestore(),
+                meta=ocp.args.JsonRestore()))
     except Exception as e:  # orbax raises many types; report one clear line.
       raise CheckpointError(
           f"cannot restore checkpoint step {step} in {self.directory}: "
@@ -92,19 +126,39 @@ class Checkpointer:
     return restored.state, restored.data, restored.meta or {}
 
   def _verify(self, step: int, restored) -> CheckpointError | None:
-    """Compares the restored state's digest with the saved one (collective:
+    """Compares the restored items' digests with the saved ones (collective:
     every process computes the same global digest)."""
-    state, _, meta = restored
+    state, data, meta = restored
     expected = meta.get(DIGEST_KEY)
-    if expected is None:  # written before digests were saved
+    expected_items = meta.get(ITEMS_DIGEST_KEY)
+    where = f"checkpoint step {step} in {self.directory}"
+    if expected_items is None and not self.accept_undigested:
+      missing = "digests" if expected is None else "data/meta digest"
+      return CheckpointError(
+          f"{where} has no {missing} (written by an older version, or "
+          "tampered with): treated as corrupt; to accept such checkpoints "
+          f"unverified, set {ACCEPT_FLAG}=True")
+    if expected is None:
+      logging.warning("%s has no digest: restored unverified (%s=True)",
+                      where, ACCEPT_FLAG)
       return None
     got = state_digest(state)
-    if got == expected:
+    if got != expected:
+      return CheckpointError(
+          f"{where} is corrupt: its arrays' digest {got[:12]}... differs from "
+          f"the one saved with it ({expected[:12]}...)")
+    if expected_items is None:
+      logging.warning("%s has no digest of its data/meta items: arrays "
+                      "verified, data position and metadata unverified "
+                      "(%s=True)", where, ACCEPT_FLAG)
       return None
-    return CheckpointError(
-        f"checkpoint step {step} in {self.directory} is corrupt: its arrays' "
-        f"digest {got[:12]}... differs from the one saved with it "
-        f"({expected[:12]}...)")
+    got_items = items_digest(got, data, meta)
+    if got_items != expected_items:
+      return CheckpointError(
+          f"{where} is corrupt: its data/meta items' digest {got_items[:12]}"
+          f"... differs from the one saved with them ({expected_items[:12]}"
+          "...); e.g. the data iterator position was changed")
+    return None
 
   def restore(self, abstract_state: Any, step: int | None = None):
     """Returns (state, data_state, meta) of ``step`` or None when there is none.
@@ -126,8 +180,9 @@ class Checkpointer:
     if step is None:
       return None
     try:
-      return self._manager.restore(
-          step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+      with self._quiet.everything():
+        return self._manager.restore(
+            step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
     except Exception as e:
       raise CheckpointError(
           f"cannot read the metadata of checkpoint step {step} in "
@@ -145,9 +200,12 @@ class Checkpointer:
     mistaken for saved steps later. ``check_meta(step, meta)`` may raise
     ``IncompatibleCheckpointError``, which is never a reason to fall back.
     Raises CheckpointError (moving nothing) when no step can be restored.
+    A read-only checkpointer tries the newest step only and raises
+    CheckpointError when it is unusable (nothing is moved).
     """
     failures = []
-    for step in sorted(self.all_steps(), reverse=True):
+    steps = sorted(self.all_steps(), reverse=True)
+    for step in steps[:1] if self.read_only else steps:
       error, restored = None, None
       try:
         meta = self.restore_meta(step) or {}
@@ -176,6 +234,8 @@ class Checkpointer:
               ", ".join(str(b) for b, _ in failures))
         return (step, *restored)
       failures.append((step, error))
+      if self.read_only:
+        raise error
       logging.warning("%s; falling back to an older checkpoint", error)
     if failures:
       raise CheckpointError(
@@ -197,21 +257,13 @@ class Checkpointer:
     self._manager.reload()
     return target
 
-  def restore_compatible(self, state: Any, meta: dict[str, Any],
-                         keys: tuple[str, ...],
-                         views: Optional[dict[str, Callable[[Any], Any]]] = None):
-    """Restores the newest intact step into the layout of ``state``.
-
-    Returns ``(state, data_state)``, or None when there is no checkpoint.
-    Raises CheckpointError when the saved ``meta`` differs from ``meta`` in
-    any of ``keys`` (another model, vocabulary or image sizes), naming the
-    first differing field, or when no checkpoint is intact. ``views[key]``,
-    when given, is applied to the saved value before comparing (e.g. to drop
-    fields that do not make runs incompatible).
-    """
+  def _compatibility_check(self, meta, keys, views=None, check=None):
+    """``check_meta(step, saved_meta)`` raising IncompatibleCheckpointError
+    when the saved meta differs from ``meta`` in ``keys`` (after
+    ``views[key]``) or ``check`` refuses it (see ``restore_compatible``)."""
     views = views or {}
 
-    def check(step, saved):
+    def check_meta(step, saved):
       for key in keys:
         theirs = saved.get(key)
         if key in views and theirs is not None:
@@ -223,12 +275,50 @@ class Checkpointer:
               f"checkpoint step {step} in {self.directory} was written by an "
               f"incompatible run: {path} is {theirs!r} there but {ours!r} in "
               "this config; use a new --workdir (or the old config)")
+      if check is not None:
+        check(step, saved)
 
-    found = self.restore_newest_intact(abstract_like(state), check)
+    return check_meta
+
+  def restore_compatible(self, state: Any, meta: dict[str, Any],
+                         keys: tuple[str, ...],
+                         views: Optional[dict[str, Callable[[Any], Any]]] = None,
+                         check: Optional[Callable[[int, dict[str, Any]], None]] = None):
+    """Restores the newest intact step into the layout of ``state``.
+
+    Returns ``(state, data_state)``, or None when there is no checkpoint.
+    Raises CheckpointError when the saved ``meta`` differs from ``meta`` in
+    any of ``keys`` (another model, vocabulary or image sizes), naming the
+    first differing field, or when no checkpoint is intact. ``views[key]``,
+    when given, is applied to the saved value before comparing (e.g. to drop
+    fields that do not make runs incompatible). ``check(step, saved_meta)``,
+    when given, may raise ``IncompatibleCheckpointError`` too.
+    """
+    found = self.restore_newest_intact(
+        abstract_like(state), self._compatibility_check(meta, keys, views,
+                                                        check))
     if found is None:
       return None
     _, restored, data_state, _ = found
     return restored, data_state
+
+  def finished_step(self, total_steps: int, meta: dict[str, Any],
+                    keys: tuple[str, ...], views=None, check=None):
+    """The newest step when it reached ``total_steps`` and its metadata is
+    compatible (``restore_compatible``'s arguments), else None. Reads only
+    the metadata (no model is built): for "this run is already finished".
+    """
+    step = self.latest_step()
+    if step is None or step < total_steps:
+      return None
+    try:
+      saved = self.restore_meta(step) or {}
+    except IncompatibleCheckpointError:
+      raise
+    except CheckpointError:
+      return None  # unreadable: the full restore reports or skips it
+    self._compatibility_check(meta, keys, views, check)(step, saved)
+    return step
 
   # ---------------------------------------------------------------- save
   def should_save(self, step: int) -> bool:
@@ -241,14 +331,41 @@ class Checkpointer:
       return False
     if step in self._manager.all_steps():
       return False
-    meta = dict(meta, **{DIGEST_KEY: state_digest(state)})
-    return self._manager.save(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            data=ocp.args.JsonSave(data_state),
-            meta=ocp.args.JsonSave(meta)),
-        force=True)
+    meta = {k: v for k, v in meta.items()
+            if k not in (DIGEST_KEY, ITEMS_DIGEST_KEY)}
+    digest = state_digest(state)
+    meta[ITEMS_DIGEST_KEY] = items_digest(digest, data_state, meta)
+    meta[DIGEST_KEY] = digest
+    self._last_save = step
+    with self._write_errors(step):
+      return self._manager.save(
+          step,
+          args=ocp.args.Composite(
+              state=ocp.args.StandardSave(state),
+              data=ocp.args.JsonSave(data_state),
+              meta=ocp.args.JsonSave(meta)),
+          force=True)
+
+  @contextlib.contextmanager
+  def _write_errors(self, step: int | None = None):
+    """A failed (possibly earlier, asynchronous) save as one CheckpointError
+    line naming the directory and the free space (orbax's own records of it
+    stay at debug level)."""
+    try:
+      yield
+    except CheckpointError:
+      raise
+    except Exception as e:  # orbax/tensorstore raise many types
+      free = ""
+      try:
+        free = f" ({shutil.disk_usage(self.directory).free / 2**30:.2f} GiB free)"
+      except OSError:
+        pass
+      step = self._last_save if step is None else step
+      what = "a checkpoint" if step is None else f"checkpoint step {step}"
+      raise CheckpointError(
+          f"cannot write {what} in {self.directory}{free}: "
+          f"{_first_line(e)}") from e
 
   def save_checked(self, step: int, state: Any, data_iterator, meta,
                    pending_metrics, *, force: bool = False) -> bool:
@@ -290,11 +407,17 @@ class Checkpointer:
                       "start resumes from it)", stop, step, self.directory)
 
   def wait(self) -> None:
-    self._manager.wait_until_finished()
+    with self._write_errors():
+      self._manager.wait_until_finished()
 
   def close(self) -> None:
-    self._manager.wait_until_finished()
-    self._manager.close()
+    try:
+      with self._write_errors():
+        self._manager.wait_until_finished()
+    finally:
+      with self._quiet.everything():
+        self._manager.close()
+      self._quiet.uninstall()
 
 
 def abstract_like(tree: Any) -> Any:
@@ -345,6 +468,71 @@ def state_digest(state: Any) -> str:
       if jax.process_count() > 1 else jax.device_get(sums))
   structure = str(jax.tree.structure(state)).encode()
   return hashlib.sha256(structure + host.astype("<u4").tobytes()).hexdigest()
+
+
+def _canonical_json(obj: Any) -> bytes:
+  return json.dumps(obj, sort_keys=True, separators=(",", ":"),
+                    default=str).encode()
+
+
+def items_digest(digest: str, data_state: Any, meta: dict[str, Any]) -> str:
+  """Hex SHA-256 of a step's state digest, data item and meta item (the meta
+  without its digests), as their JSON round trip gives them back."""
+  meta = {k: v for k, v in (meta or {}).items()
+          if k not in (DIGEST_KEY, ITEMS_DIGEST_KEY)}
+  blob = json.loads(_canonical_json({"state": digest, "data": data_state,
+                                     "meta": meta}))
+  return hashlib.sha256(_canonical_json(blob)).hexdigest()
+
+
+class _OrbaxToDebug(logging.Filter):
+  """Keeps orbax's log records at debug level.
+
+  Installed on the ``absl`` logger (orbax logs through absl) while a
+  Checkpointer lives: orbax records with a traceback (a failed background
+  save logs one per thread) are dropped unless debug logging is on; inside
+  ``everything()`` (restore attempts, which this module reports itself) all
+  orbax records of level WARNING and above are, and so are the "Exception
+  ignored in <coroutine ...>" tracebacks Python prints for each of orbax's
+  abandoned array reads after a failed one (logged at debug level instead).
+  """
+
+  def __init__(self):
+    super().__init__()
+    self._depth = 0
+
+  def filter(self, record):
+    if "/orbax/" not in record.pathname or record.levelno < logging.WARNING:
+      return True
+    if not (record.exc_info or record.levelno >= logging.ERROR
+            or self._depth):
+      return True
+    return logging.getLogger().isEnabledFor(logging.DEBUG)
+
+  def install(self):
+    logging.getLogger("absl").addFilter(self)
+
+  def uninstall(self):
+    logging.getLogger("absl").removeFilter(self)
+
+  @contextlib.contextmanager
+  def everything(self):
+    self._depth += 1
+    hook = sys.unraisablehook
+    if self._depth == 1:
+      sys.unraisablehook = _unraisable_to_debug
+    try:
+      yield
+    finally:
+      if self._depth == 1:
+        gc.collect()  # finalises abandoned reads while the hook is ours
+        sys.unraisablehook = hook
+      self._depth -= 1
+
+
+def _unraisable_to_debug(unraisable) -> None:
+  logging.debug("checkpoint I/O: %s: %r", unraisable.err_msg,
+                unraisable.exc_value)
 
 
 # ------------------------------------------------------------------ helpers

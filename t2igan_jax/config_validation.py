@@ -1,10 +1,20 @@
-"""Validates a config before anything is built, naming the bad field."""
+"""Validates a config before anything is built, naming the bad field.
+
+Every field of ``configs/base.py`` is classified in one of the tables below
+(``CHOICES``, ``RANGES``, ``FILE_NAMES``, ``INPUT_PATHS``, ``FREE_TEXT``) or
+is a bool; tests/test_cli.py checks that no field is left out.
+"""
+
+import math
+import os
+from typing import Any, Callable, NamedTuple
 
 import ml_collections
 
+from configs import base
 from t2igan_jax.errors import ConfigError
 
-JOBS = ("pretrain_damsm", "train_gan", "evaluate", "sample")
+JOBS = base.JOBS  # the one list of jobs
 
 # field path -> allowed values (reference behaviour listed first).
 CHOICES = {
@@ -34,24 +44,137 @@ CHOICES = {
     "eval.is_protocol": ("auto", "shapes", "cub", "coco", "none"),
     "eval.rprec_fold_slice": ("full", "reference"),
     "eval.png_quantization": ("truncate", "round"),
-    "sample.weights": ("ema", "raw"),
+    "sample.weights": ("ema", "raw", "ema_debiased"),
 }
 
-POSITIVE_INTS = (
-    "data.captions_per_image", "data.words_num", "data.eval_words_num",
-    "data.base_size", "data.branch_num", "data.shapes_num_train",
-    "data.shapes_num_test", "text_encoder.embedding_dim", "text_encoder.word_dim",
-    "image_encoder.input_size", "damsm.batch_size", "damsm.epochs",
-    "damsm.words_num", "damsm.image_size", "damsm.eval_batches",
-    "damsm.retrieval_candidates", "model.ngf", "model.ndf", "model.z_dim",
-    "model.condition_dim", "model.r_num", "gan.batch_size", "gan.epochs",
-    "log_every_steps", "checkpoint_every_steps", "keep_checkpoints",
-    "eval.num_samples", "eval.batch_size", "eval.fid_batch_size",
-    "eval.is_splits", "eval.rprec_candidates", "eval.rprec_folds",
-    "eval.classifier_steps", "eval.classifier_batch_size",
-    "eval.classifier_width", "eval.classifier_input_size",
-    "eval.classifier_num_train", "sample.num_per_caption",
-)
+class Rule(NamedTuple):
+  """A constraint on a number: ``test(value)`` holds; ``expected`` says it."""
+  test: Callable[[Any], bool]
+  expected: str
+
+
+def _finite(v) -> bool:
+  return math.isfinite(v)
+
+
+POSITIVE = Rule(lambda v: v > 0, "a positive integer")
+NON_NEGATIVE = Rule(lambda v: v >= 0, "an integer >= 0")
+EVEN_POSITIVE = Rule(lambda v: v > 0 and v % 2 == 0,
+                     "a positive even integer (half per RNN direction)")
+STEP_OR_LATEST = Rule(lambda v: v == -1 or v > 0,
+                      "-1 (the latest checkpoint) or a step > 0")
+STEP_OR_OFF = Rule(lambda v: v == -1 or v > 0, "-1 (off) or a step > 0")
+RATE = Rule(lambda v: _finite(v) and v > 0, "a finite number > 0")
+NON_NEGATIVE_NUMBER = Rule(lambda v: _finite(v) and v >= 0,
+                           "a finite number >= 0")
+AT_LEAST_ONE = Rule(lambda v: _finite(v) and v >= 1, "a finite number >= 1")
+OPEN_UNIT = Rule(lambda v: 0 < v < 1, "in (0, 1)")
+BETA = Rule(lambda v: 0 <= v < 1, "in [0, 1) (an Adam beta)")
+DROPOUT = Rule(lambda v: 0 <= v < 1, "in [0, 1) (a dropout rate)")
+
+# Every int and float field: field path -> rule.
+RANGES = {
+    "seed": NON_NEGATIVE,
+    "num_processes": NON_NEGATIVE,          # 0: auto-detect
+    "process_id": Rule(lambda v: v >= -1, "-1 (auto-detect) or an index >= 0"),
+    "num_devices": NON_NEGATIVE,            # 0: all devices
+    "data.captions_per_image": POSITIVE,
+    "data.words_num": POSITIVE,
+    "data.eval_words_num": POSITIVE,
+    "data.base_size": POSITIVE,
+    "data.branch_num": POSITIVE,
+    "data.num_workers": NON_NEGATIVE,
+    "data.shapes_num_train": POSITIVE,
+    "data.shapes_num_test": POSITIVE,
+    "data.shapes_seed": NON_NEGATIVE,
+    "text_encoder.embedding_dim": EVEN_POSITIVE,
+    "text_encoder.word_dim": POSITIVE,
+    "text_encoder.dropout": DROPOUT,
+    "image_encoder.input_size": POSITIVE,
+    "image_encoder.small_width": POSITIVE,
+    "damsm.gamma1": RATE,
+    "damsm.gamma2": RATE,
+    "damsm.gamma3": RATE,
+    "damsm.batch_size": POSITIVE,
+    "damsm.epochs": POSITIVE,
+    "damsm.words_num": POSITIVE,
+    "damsm.image_size": POSITIVE,
+    "damsm.lr": RATE,
+    "damsm.lr_decay": OPEN_UNIT,
+    "damsm.lr_floor_div": AT_LEAST_ONE,
+    "damsm.rnn_grad_clip": RATE,
+    "damsm.snapshot_interval": POSITIVE,    # epochs
+    "damsm.eval_batches": POSITIVE,
+    "damsm.eval_every_epochs": POSITIVE,
+    "damsm.retrieval_candidates": POSITIVE,
+    "model.ngf": POSITIVE,
+    "model.ndf": POSITIVE,
+    "model.z_dim": POSITIVE,
+    "model.condition_dim": POSITIVE,
+    "model.r_num": POSITIVE,
+    "model.memory_dim": POSITIVE,
+    "gan.batch_size": POSITIVE,
+    "gan.epochs": POSITIVE,
+    "gan.g_lr": RATE,
+    "gan.d_lr": RATE,
+    "gan.beta1": BETA,
+    "gan.beta2": BETA,
+    "gan.lambda_damsm": NON_NEGATIVE_NUMBER,
+    "gan.ema_decay": OPEN_UNIT,
+    "gan.snapshot_interval": POSITIVE,      # epochs
+    "gan.damsm_step": Rule(lambda v: v >= -1, "-1 (the newest step of "
+                           "gan.damsm_dir) or a checkpoint step >= 0"),
+    "eval.num_samples": POSITIVE,
+    "eval.batch_size": POSITIVE,
+    "eval.seed": NON_NEGATIVE,
+    "eval.step": STEP_OR_LATEST,
+    "eval.fid_batch_size": POSITIVE,
+    "eval.is_splits": POSITIVE,
+    "eval.rprec_candidates": POSITIVE,
+    "eval.rprec_folds": POSITIVE,
+    "eval.watch_timeout_s": RATE,
+    "eval.watch_poll_s": RATE,
+    "eval.classifier_steps": POSITIVE,
+    "eval.classifier_batch_size": POSITIVE,
+    "eval.classifier_width": POSITIVE,
+    "eval.classifier_input_size": POSITIVE,
+    "eval.classifier_num_train": POSITIVE,
+    "sample.num_per_caption": POSITIVE,
+    "sample.checkpoint_step": STEP_OR_LATEST,
+    "sample.seed": NON_NEGATIVE,
+    "log_every_steps": POSITIVE,
+    "image_every_steps": POSITIVE,
+    "checkpoint_every_steps": POSITIVE,
+    "keep_checkpoints": POSITIVE,
+    "max_steps": Rule(lambda v: v == -1 or v > 0, "-1 (no limit) or > 0"),
+    "max_train_seconds": NON_NEGATIVE_NUMBER,  # 0: no time budget
+    "gan.damsm_budget_share": OPEN_UNIT,
+    "min_free_disk_gb": NON_NEGATIVE_NUMBER,
+    "debug_nonfinite_step": STEP_OR_OFF,
+}
+
+# Files the job writes, named relative to the workdir.
+FILE_NAMES = ("metrics_json", "step_log")
+# Names the project itself uses inside a workdir (not for FILE_NAMES).
+_WORKDIR_NAMES = ("checkpoints", "damsm", "samples", "vocab.json",
+                  "damsm_config.json", "shapes_classifier")
+
+# Files or directories read late in a job ('' = unused / the default):
+# path -> the jobs that read it, where a set local path must exist.
+INPUT_PATHS = {
+    "image_encoder.trunk_weights": ("pretrain_damsm", "train_gan"),
+    "eval.fid_stats": ("evaluate",),
+    "eval.fid_weights": ("evaluate",),
+    "eval.is_weights": ("evaluate",),
+}
+# Paths the job checks itself at start, before compiling: the data sources
+# (data.data_dir, data.tfds_data_dir), the DAMSM loader (gan.damsm_dir) and
+# job=sample (sample.captions_file; sample.output_dir is created).
+CHECKED_BY_JOB = ("data.data_dir", "data.tfds_data_dir", "gan.damsm_dir",
+                  "sample.captions_file", "sample.output_dir")
+# Strings without a fixed form.
+FREE_TEXT = ("coordinator_address", "debug_nonfinite_term",
+             "compilation_cache_dir")  # created by JAX where missing
 
 
 def _get(config, path):
@@ -68,7 +191,7 @@ def _type_name(value) -> str:
   return type(value).__name__
 
 
-def _check_schema(config, base, prefix: str = "") -> None:
+def _check_schema(config, reference, prefix: str = "") -> None:
   """Every field of ``config`` exists in ``base`` with a compatible type.
 
   An int is accepted where the base has a float, a list where it has a
@@ -77,11 +200,11 @@ def _check_schema(config, base, prefix: str = "") -> None:
   for key in config.keys():
     path = f"{prefix}{key}"
     value = config[key]
-    if key not in base:
+    if key not in reference:
       raise ConfigError(
           f"config.{path} is not a known field (fields are defined in "
           "configs/base.py; check the spelling)")
-    ref = base[key]
+    ref = reference[key]
     if isinstance(ref, (ml_collections.ConfigDict, dict)):
       if not isinstance(value, (ml_collections.ConfigDict, dict)):
         raise ConfigError(f"config.{path} must be a section (a ConfigDict), "
@@ -125,18 +248,54 @@ def _check_stage_sizes(config) -> None:
         "and more")
 
 
+def _check_ranges(config) -> None:
+  """Every number against its rule in ``RANGES``."""
+  for path, rule in RANGES.items():
+    value = _get(config, path)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+      raise ConfigError(f"config.{path}={value!r} must be a number")
+    if not rule.test(value):
+      raise ConfigError(f"config.{path}={value!r} must be {rule.expected}")
+
+
+def _check_paths(config) -> None:
+  """Output file names stay inside the workdir; set input paths exist."""
+  for path in FILE_NAMES:
+    name = _get(config, path)
+    if (not name or name in (".", "..") or "/" in name or "\\" in name
+        or name in _WORKDIR_NAMES):
+      raise ConfigError(
+          f"config.{path}={name!r} must be a plain file name, written inside "
+          f"the workdir (no '/', not '.' or '..', not one of {_WORKDIR_NAMES})")
+  names = [_get(config, p) for p in FILE_NAMES]
+  if len(set(names)) < len(names):
+    given = " and ".join(f"config.{p}={n!r}" for p, n in zip(FILE_NAMES, names))
+    raise ConfigError(f"{given} must name different files")
+  for path, jobs in INPUT_PATHS.items():
+    value = _get(config, path)
+    if path == "eval.is_weights" and _shapes_is_protocol(config):
+      continue  # the shapes IS classifier is trained into that directory
+    if (config.job in jobs and value and "://" not in value
+        and not os.path.exists(value)):
+      raise ConfigError(f"config.{path}={value!r}: no such file or directory")
+
+
+def _shapes_is_protocol(config) -> bool:
+  """True when IS uses the project's shapes classifier (made on first use)."""
+  protocol = config.eval.is_protocol
+  return protocol == "shapes" or (protocol == "auto"
+                                  and config.data.name == "shapes")
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
   """Raises ConfigError naming the first field with a bad value."""
-  from configs import base  # pylint: disable=g-import-not-at-top
   _check_schema(config, base.get_config())
   for path, allowed in CHOICES.items():
     value = _get(config, path)
     if value not in allowed:
       raise ConfigError(f"config.{path}={value!r} is not one of {allowed}")
-  for path in POSITIVE_INTS:
-    value = _get(config, path)
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-      raise ConfigError(f"config.{path}={value!r} must be a positive integer")
+  _check_ranges(config)
+  _check_paths(config)
   if (config.data.name != "shapes" and config.data.source != "tfds"
       and not config.data.data_dir):
     raise ConfigError(
@@ -145,14 +304,6 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if config.data.name == "shapes" and config.data.captions_per_image > 10:
     raise ConfigError("config.data.captions_per_image must be <= 10 for the "
                       "embedded shapes dataset")
-  for path in ("damsm.lr", "damsm.lr_decay", "damsm.lr_floor_div", "gan.g_lr",
-               "gan.d_lr", "gan.ema_decay", "damsm.gamma1", "damsm.gamma2",
-               "damsm.gamma3"):
-    value = _get(config, path)
-    if not isinstance(value, (int, float)) or value <= 0:
-      raise ConfigError(f"config.{path}={value!r} must be a positive number")
-  if not 0 < config.gan.ema_decay < 1:
-    raise ConfigError(f"config.gan.ema_decay={config.gan.ema_decay} must be in (0, 1)")
   _validate_reliability(config)
 
 
@@ -160,15 +311,6 @@ def _validate_reliability(config) -> None:
   """Stage sizes, workdir, multi-host and non-finite handling fields."""
   if config.job != "pretrain_damsm":
     _check_stage_sizes(config)
-  if config.max_train_seconds < 0:
-    raise ConfigError(f"config.max_train_seconds={config.max_train_seconds} "
-                      "must be >= 0 (0: no time budget)")
-  if config.min_free_disk_gb < 0:
-    raise ConfigError(f"config.min_free_disk_gb={config.min_free_disk_gb} "
-                      "must be >= 0")
-  if not config.step_log or "/" in config.step_log:
-    raise ConfigError(f"config.step_log={config.step_log!r} must be a file "
-                      "name (written inside the workdir)")
   explicit = {"coordinator_address": config.coordinator_address != "",
               "num_processes": config.num_processes != 0,
               "process_id": config.process_id != -1}

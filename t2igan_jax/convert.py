@@ -2,7 +2,7 @@
 
     python -m t2igan_jax.convert --config=configs/dmgan_bird.py \
         --config.data.data_dir=/data/birds \
-        --netG=models/bird_DMGAN.pth \
+        [--netG=models/bird_DMGAN.pth] \
         --text_encoder=DAMSMencoders/bird/text_encoder200.pth \
         [--image_encoder=DAMSMencoders/bird/image_encoder200.pth] \
         [--netD=netD0.pth,netD1.pth,netD2.pth] --workdir=/ckpt/dmgan_bird
@@ -20,6 +20,14 @@ writes
   pretrain into it);
 * ``<workdir>/converted.json``: the source files, the parsed epoch and what
   was initialised rather than converted.
+
+Without ``--netG`` only ``<workdir>/damsm/`` is written: AttnGAN's released
+DAMSM encoders for training a GAN from scratch on that workdir.
+
+AttnGAN's own generators are narrower than the configs (GF_DIM 32 for birds,
+48 for COCO; ``model.ngf`` 64): the width is read from ``h_net1.fc.0.weight``
+and a mismatch stops with the override to add (``--config.model.ngf=32``),
+which every later job on the workdir needs too.
 
 What goes where:
 
@@ -297,10 +305,49 @@ def generator_ignored(config) -> Callable[[str], bool]:
   return ignored
 
 
+WIDTH_KEY = "h_net1.fc.0.weight"   # Linear(z + c, GF_DIM * 16 * 4 * 4 * 2)
+
+
+def inferred_ngf(state: Mapping[str, np.ndarray], targets: Mapping[str, Target],
+                 config) -> int | None:
+  """GF_DIM of the file's generator, read from ``WIDTH_KEY``'s rows.
+
+  None when the file has no such key or its width is the config's (or is no
+  whole multiple of it): the key-by-key check then reports what is wrong.
+  """
+  state = strip_data_parallel(state)
+  if WIDTH_KEY not in state or WIDTH_KEY not in targets:
+    return None
+  got, expected = np.shape(state[WIDTH_KEY]), targets[WIDTH_KEY].shape
+  if len(got) != 2 or got[1] != expected[1] or got[0] == expected[0]:
+    return None
+  per_ngf = expected[0] // config.model.ngf
+  if got[0] % per_ngf:
+    return None
+  return got[0] // per_ngf
+
+
+def check_generator_width(state: Mapping[str, np.ndarray],
+                          targets: Mapping[str, Target], config,
+                          source: str) -> None:
+  """ConfigError naming ``--config.model.ngf=<N>`` when the file's generator is
+  GF_DIM N wide and the config's another (AttnGAN's released generators: 32
+  for birds, 48 for COCO; DM-GAN's and the configs': 64)."""
+  ngf = inferred_ngf(state, targets, config)
+  if ngf is not None:
+    raise ConfigError(
+        f"{source} holds a generator of width GF_DIM {ngf} ({WIDTH_KEY} has "
+        f"shape {tuple(np.shape(strip_data_parallel(state)[WIDTH_KEY]))}), but "
+        f"config.model.ngf is {config.model.ngf}: add --config.model.ngf={ngf} "
+        "(here and to every later job on this workdir: sample, evaluate, "
+        "train_gan)")
+
+
 def convert_generator(state: Mapping[str, np.ndarray], config, *,
                       source: str = "netG") -> dict:
   """``netG`` state dict -> ``{'params', 'batch_stats'}`` of ``Generator``."""
   targets = key_map(generator_shapes(config), GENERATOR_RULES)
+  check_generator_width(state, targets, config, source)
   return convert_state(state, targets, source=source,
                        what=f"'{config.model.refiner}' generator "
                        f"({config.data.branch_num} stages, ngf "
@@ -574,12 +621,16 @@ def write_damsm_dir(config, damsm_dir: str, vocab, text_state, image_state, *,
                              {"sources": sources})
 
 
-def convert(config, workdir: str, *, netG: str, text_encoder: str,  # pylint: disable=invalid-name
+def convert(config, workdir: str, *, netG: str | None, text_encoder: str,  # pylint: disable=invalid-name
             image_encoder: str | None = None,
             netD: Sequence[str] = ()) -> dict[str, Any]:  # pylint: disable=invalid-name
   """Writes ``workdir/damsm`` and the GAN checkpoint ``workdir/checkpoints/0``.
 
-  Returns the record also written to ``workdir/converted.json``.
+  Without ``netG`` only ``workdir/damsm`` is written: AttnGAN's released DAMSM
+  encoders for a GAN trained from scratch (``train_gan`` on this workdir uses
+  them, as does ``--config.gan.damsm_dir=<workdir>/damsm`` elsewhere).
+
+  Returns the record also written to ``workdir/converted.json`` (with a GAN).
   """
   from input_pipeline import pipeline as input_pipeline  # pylint: disable=g-import-not-at-top
   from t2igan_jax import checkpointing  # pylint: disable=g-import-not-at-top
@@ -588,6 +639,9 @@ def convert(config, workdir: str, *, netG: str, text_encoder: str,  # pylint: di
   config_validation.validate(config)
   netD = list(netD or [])  # pylint: disable=invalid-name
   n_stages = config.data.branch_num
+  if netD and not netG:
+    raise ConfigError("--netD needs --netG (the discriminators join a "
+                      "converted generator's checkpoint)")
   if netD and len(netD) != n_stages:
     raise ConfigError(
         f"--netD names {len(netD)} files but config.data.branch_num is "
@@ -602,8 +656,8 @@ def convert(config, workdir: str, *, netG: str, text_encoder: str,  # pylint: di
       logging.info("using %s (beside the text encoder)", image_encoder)
 
   # Read and convert everything before writing anything.
-  g_state = _read(netG, "netG")
-  g_vars = convert_generator(g_state, config, source=netG)
+  g_vars = (convert_generator(_read(netG, "netG"), config, source=netG)
+            if netG else None)
   d_vars = [convert_discriminator(_read(p, f"netD{i}"), config, i, source=p)
             for i, p in enumerate(netD)]
   text_state = _read(text_encoder, "text_encoder")
@@ -614,7 +668,7 @@ def convert(config, workdir: str, *, netG: str, text_encoder: str,  # pylint: di
   vocab = train_source.vocab
   os.makedirs(workdir, exist_ok=True)
   damsm_dir = os.path.abspath(os.path.join(workdir, DAMSM_SUBDIR))
-  sources = {"netG": os.path.abspath(netG),
+  sources = {"netG": os.path.abspath(netG) if netG else None,
              "text_encoder": os.path.abspath(text_encoder),
              "image_encoder": os.path.abspath(image_encoder) if image_encoder else None,
              "netD": [os.path.abspath(p) for p in netD]}
@@ -625,6 +679,13 @@ def convert(config, workdir: str, *, netG: str, text_encoder: str,  # pylint: di
         "R-precision and fine-tuning (DAMSM loss) need the real one.", damsm_dir)
   write_damsm_dir(config, damsm_dir, vocab, text_state, image_state,
                   sources=sources)
+  if not netG:
+    logging.info("wrote %s (DAMSM encoders only): train_gan with "
+                 "--workdir=%s uses it, or pass --config.gan.damsm_dir=%s",
+                 damsm_dir, workdir, damsm_dir)
+    return {"sources": sources, "damsm_dir": damsm_dir,
+            "image_encoder": ("converted" if image_state is not None
+                              else "initialised")}
 
   models = gan_train.GanModels(config, None, None)
   state = gan_state(config, models, g_vars, d_vars)
@@ -666,13 +727,14 @@ def _define_flags():
       "dataset (its vocabulary); override with --config.<field>=<value>.",
       lock_config=True)
   flags.DEFINE_string("netG", None, "Generator .pth (bird_DMGAN.pth, "
-                      "netG_epoch_N.pth, bird_AttnGAN2.pth, ...).")
+                      "netG_epoch_N.pth, bird_AttnGAN2.pth, ...); without it "
+                      "only the DAMSM encoders are converted (workdir/damsm).")
   flags.DEFINE_string("text_encoder", None, "DAMSM text_encoder*.pth.")
   flags.DEFINE_string("image_encoder", None, "DAMSM image_encoder*.pth "
                       "(default: image_encoder<N>.pth beside the text encoder).")
   flags.DEFINE_list("netD", [], "Comma-separated netD0.pth,netD1.pth,... (one "
                     "per stage); default: freshly initialised discriminators.")
-  flags.mark_flags_as_required(["config", "workdir", "netG", "text_encoder"])
+  flags.mark_flags_as_required(["config", "workdir", "text_encoder"])
   return flags.FLAGS
 
 

@@ -43,11 +43,13 @@ from jax.experimental import multihost_utils
 from input_pipeline import pipeline as input_pipeline
 from input_pipeline.text import Vocabulary
 from t2igan_jax import checkpointing
+from t2igan_jax import json_files
 from t2igan_jax import metric_writer
 from t2igan_jax import numerics
 from t2igan_jax import preemption
 from t2igan_jax import sharding
 from t2igan_jax import time_budget
+from t2igan_jax.errors import CheckpointError
 from t2igan_jax.errors import ConfigError
 from t2igan_jax.evaluation import r_precision
 from t2igan_jax.losses import damsm as damsm_losses
@@ -136,15 +138,14 @@ def create_state(config, text_model, image_model, rng) -> DamsmState:
                     nonfinite_skipped=jnp.zeros((), jnp.int32))
 
 
-def load_trunk_weights(config, state: DamsmState) -> DamsmState:
-  """Replaces the Inception trunk with ImageNet weights from an .npz file."""
-  path = config.image_encoder.trunk_weights
-  if not os.path.isfile(path):
-    raise FileNotFoundError(
-        f"config.image_encoder.trunk_weights={path!r}: no such file")
-  with np.load(path) as f:
-    arrays = dict(f)
-  trunk_params, trunk_stats = image_encoder_lib.load_inception_trunk(arrays)
+def load_trunk_weights(config, state: DamsmState,
+                       trunk: tuple[dict, dict] | None = None) -> DamsmState:
+  """Replaces the Inception trunk with ImageNet weights: ``trunk`` (as
+  ``image_encoder.read_trunk_weights`` returns it), else read from
+  ``config.image_encoder.trunk_weights`` (torchvision's
+  ``inception_v3_google-*.pth`` as downloaded, or an ``.npz`` of it)."""
+  trunk_params, trunk_stats = trunk or image_encoder_lib.read_trunk_weights(
+      config.image_encoder.trunk_weights)
   params = dict(state.params)
   params["image_encoder"] = dict(params["image_encoder"], trunk=trunk_params)
   batch_stats = dict(state.batch_stats, trunk=trunk_stats)
@@ -302,14 +303,21 @@ def _pretrain(config, workdir, watcher) -> dict[str, Any]:
     raise ConfigError(
         "config.image_encoder.trunk_weights is empty: the reference DAMSM "
         "freezes an ImageNet-pretrained Inception-v3 trunk, and a frozen random "
-        "trunk would train on garbage features. Give the .npz of torchvision "
-        "Inception-v3 weights, or set config.image_encoder.train_trunk=True")
+        "trunk would train on garbage features. Download torchvision's "
+        f"weights ({image_encoder_lib.TORCHVISION_INCEPTION_URL}) and give "
+        "the file as --config.image_encoder.trunk_weights=<path>/"
+        "inception_v3_google-0cc3c7bd.pth, or set "
+        "config.image_encoder.train_trunk=True")
+  trunk = None  # read (and checked) now, before anything compiles
+  if config.image_encoder.trunk_weights:
+    trunk = image_encoder_lib.read_trunk_weights(
+        config.image_encoder.trunk_weights)
   mesh = sharding.make_mesh(config.num_devices)
   sharding.check_batch_size(dm.batch_size, mesh, "config.damsm.batch_size")
 
   image_sizes = (dm.image_size,)
-  train_source = input_pipeline.get_source(config, "train", dm.image_size)
-  test_source = input_pipeline.get_source(config, "test", dm.image_size)
+  # Both splits checked at once (files, batch sizes, retrieval candidates).
+  train_source, test_source = input_pipeline.open_splits(config, dm.image_size)
   vocab = train_source.vocab
   steps_per_epoch = input_pipeline.steps_per_epoch(len(train_source),
                                                    dm.batch_size)
@@ -329,7 +337,6 @@ def _pretrain(config, workdir, watcher) -> dict[str, Any]:
   repl = sharding.replicated(mesh)
   init_fn = jax.jit(functools.partial(create_state, config, text_model,
                                       image_model), out_shardings=repl)
-  state = init_fn(jax.random.key(config.seed))
 
   train_iter = input_pipeline.create_train_iterator(
       config, train_source, global_batch_size=dm.batch_size,
@@ -339,17 +346,30 @@ def _pretrain(config, workdir, watcher) -> dict[str, Any]:
       os.path.join(workdir, CHECKPOINT_DIR),
       max_to_keep=config.keep_checkpoints,
       interval=config.checkpoint_every_steps,
-      keep_period=dm.snapshot_interval * steps_per_epoch)
+      keep_period=dm.snapshot_interval * steps_per_epoch,
+      accept_undigested=config.accept_undigested_checkpoints)
   meta = {"job": "pretrain_damsm", **_vocab_meta(vocab),
           "encoders": encoder_config(config)}
-  restored = ckpt.restore_compatible(state, meta,
-                                     ("vocab_fingerprint", "encoders"))
+  compatible = ("vocab_fingerprint", "encoders")
+  # Finished and evaluated: say so without building or compiling anything.
+  done = ckpt.finished_step(total_steps, meta, compatible)
+  finished = None if done is None else _finished_evaluation(
+      os.path.join(workdir, config.metrics_json), done)
+  if finished is not None:
+    ckpt.close()
+    logging.warning(
+        "this run is already finished: checkpoint step %d in %s reached its "
+        "%d steps and was evaluated; nothing to do (raise config.max_steps or "
+        "damsm.epochs to train further)", done, ckpt.directory, total_steps)
+    return {**finished, "already_finished": True}
+  state = init_fn(jax.random.key(config.seed))
+  restored = ckpt.restore_compatible(state, meta, compatible)
   if restored is not None:
     state, data_state = restored
     train_iter.set_state(data_state)
     logging.info("resumed from checkpoint step %d", int(state.step))
-  elif config.image_encoder.trunk_weights:
-    state = load_trunk_weights(config, state)
+  elif trunk is not None:
+    state = load_trunk_weights(config, state, trunk)
 
   step_fn = jax.jit(
       functools.partial(train_step, config=config, text_model=text_model,
@@ -362,6 +382,7 @@ def _pretrain(config, workdir, watcher) -> dict[str, Any]:
 
   writer = metric_writer.MetricWriter(workdir)
   metrics_path = os.path.join(workdir, config.metrics_json)
+  json_files.read_json_records(metrics_path)  # damaged: stop now, not at eval
 
   def evaluate(step: int) -> dict[str, Any]:
     test_iter = input_pipeline.create_iterator(
@@ -418,9 +439,22 @@ def _pretrain(config, workdir, watcher) -> dict[str, Any]:
   stop = ""
   budget = time_budget.TimeBudget(config.max_train_seconds,
                                   sync_every=config.log_every_steps)
+  progress.budget = budget  # the ETA: the earlier of the steps and the budget
+  if budget.seconds > 0:
+    logging.info("%s", budget.describe("DAMSM pretraining"))
+  # Compiled before the first step, so that a SIGTERM during start-up or
+  # compiling stops the job before it runs a step.
+  first_batch = None
+  if step < total_steps:
+    first_batch = next(train_iter)
+    step_fn.lower(state, sharding.device_batch(first_batch, mesh)).compile()
+  if watcher.stop_before_first_step(step, ckpt.directory):
+    ckpt.close()
+    writer.close()
+    return {"step": step, "preempted": True, "before_first_step": True}
   try:
     while step < total_steps:
-      local_batch = next(train_iter)
+      local_batch, first_batch = first_batch or next(train_iter), None
       state, metrics = step_fn(state, sharding.device_batch(local_batch, mesh))
       step += 1
       pending.add(step, metrics)
@@ -433,12 +467,14 @@ def _pretrain(config, workdir, watcher) -> dict[str, Any]:
                      scalars["train/w_loss1"], scalars["train/s_loss0"],
                      scalars["train/s_loss1"], scalars["train/lr"])
       stop = time_budget.stop_reason(watcher, budget, step)
-      if stop != time_budget.PREEMPTED and (
-          step % eval_every == 0 or step == total_steps or stop):
-        last_eval = evaluate(step)
+      # The step's checkpoint first: a failing evaluation never costs the
+      # training before it.
       ckpt.save_loop_step(step, state, train_iter, meta, pending,
                           total_steps=total_steps,
                           snapshot_every=snapshot_every, stop=stop)
+      if stop != time_budget.PREEMPTED and (
+          step % eval_every == 0 or step == total_steps or stop):
+        last_eval = evaluate(step)
       if stop:
         break
   finally:
@@ -446,19 +482,33 @@ def _pretrain(config, workdir, watcher) -> dict[str, Any]:
     writer.close()
   if stop == time_budget.PREEMPTED:
     return {"step": step, "preempted": True}
-  if last_eval is None:  # resumed a finished run: score it again
+  if last_eval is None:  # a finished run without its final evaluation
     last_eval = evaluate(step)
   if stop == time_budget.OUT_OF_TIME:
     return {**last_eval, "time_budget_reached": True}
   return last_eval
 
 
-def load_encoders(damsm_dir: str, expected_vocab: Vocabulary | None = None):
+def _finished_evaluation(metrics_path: str, step: int) -> dict[str, Any] | None:
+  """The evaluation record of ``step`` in metrics.json, or None."""
+  records = [r for r in json_files.read_json_records(metrics_path)
+             if isinstance(r, dict) and r.get("step") == step
+             and "test_loss" in r]
+  return records[-1] if records else None
+
+
+def load_encoders(damsm_dir: str, expected_vocab: Vocabulary | None = None,
+                  *, step: int = -1, accept_undigested: bool = False):
   """Frozen DAMSM encoders from a pretraining workdir.
 
   Returns ``(text_model, text_params, image_model, image_variables, vocab)``.
   Raises with the path when something is missing or the vocabulary differs from
   ``expected_vocab`` (the dataset's).
+
+  The directory is read-only here (it may be shared by several GAN jobs):
+  checkpoint ``step`` (-1: the newest) is restored and verified, and a
+  damaged one raises CheckpointError naming the directory and the step;
+  nothing falls back to an older encoder, nothing there is moved or cleaned.
   """
   if not damsm_dir or not os.path.isdir(damsm_dir):
     raise FileNotFoundError(
@@ -470,15 +520,20 @@ def load_encoders(damsm_dir: str, expected_vocab: Vocabulary | None = None):
     if not os.path.isfile(p):
       raise FileNotFoundError(f"{p} is missing: {damsm_dir} is not a DAMSM "
                               "pretraining workdir")
-  with open(vocab_path) as f:
-    vocab = Vocabulary.from_json(json.load(f))
+  fix = (f"restore it from a copy, or run job=pretrain_damsm with --workdir="
+         f"{damsm_dir} again (it rewrites this file at start)")
+  vocab_json = json_files.read_json(vocab_path, fix)
+  try:
+    vocab = Vocabulary.from_json(vocab_json)
+  except (ValueError, TypeError) as e:
+    raise json_files.DamagedFileError(f"{vocab_path} is damaged: {e}; "
+                                      f"{fix}") from None
   if expected_vocab is not None and vocab != expected_vocab:
     raise ConfigError(
         f"the DAMSM vocabulary in {vocab_path} ({vocab.n_words} words) does not "
         f"match the dataset's ({expected_vocab.n_words} words): pretrain DAMSM "
         "on the same dataset")
-  with open(enc_path) as f:
-    enc = json.load(f)
+  enc = json_files.read_json(enc_path, fix)
   enc_config = ml_collections.ConfigDict(enc)
   text_model, image_model = build_models(enc_config, vocab.n_words)
   abstract = jax.eval_shape(
@@ -489,12 +544,28 @@ def load_encoders(damsm_dir: str, expected_vocab: Vocabulary | None = None):
   repl = sharding.replicated(sharding.make_mesh(0))
   abstract = jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=repl), abstract)
-  ckpt = checkpointing.Checkpointer(os.path.join(damsm_dir, CHECKPOINT_DIR),
-                                    max_to_keep=1000, interval=1)
+  ckpt = checkpointing.Checkpointer(
+      os.path.join(damsm_dir, CHECKPOINT_DIR), max_to_keep=1000, interval=1,
+      read_only=True, accept_undigested=accept_undigested)
   try:
-    if ckpt.latest_step() is None:
+    steps = ckpt.all_steps()
+    if not steps:
       raise FileNotFoundError(f"no checkpoint in {ckpt.directory}")
-    restored = ckpt.restore(abstract)
+    chosen = max(steps) if step < 0 else step
+    if chosen not in steps:
+      raise CheckpointError(
+          f"config.gan.damsm_step={step}: no such checkpoint step in "
+          f"{ckpt.directory} (steps there: {sorted(steps)})")
+    try:
+      restored = ckpt.restore(abstract, chosen)
+    except CheckpointError as e:
+      raise CheckpointError(
+          f"DAMSM encoders unusable: {e}. A GAN job reads "
+          f"config.gan.damsm_dir={damsm_dir} read-only and never falls back "
+          "to an older encoder: repair that directory (resuming its "
+          "pretrain_damsm run moves a bad step aside) or choose a step "
+          f"explicitly with --config.gan.damsm_step (steps there: "
+          f"{sorted(steps)})") from e
   finally:
     ckpt.close()
   text_params, image_vars = encoder_variables(restored[0])

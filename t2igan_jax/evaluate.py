@@ -41,7 +41,11 @@ evaluating every checkpoint that has no ``eval_<step>.json`` yet and waits for
 new ones until ``watch_timeout_s`` pass without one (a separate evaluator
 process beside training, as on Cloud TPU). ``sample.weights = 'raw'``
 evaluates the trained G instead of its EMA (short runs) into
-``eval_<step>_raw.json`` and ``eval_raw/...``.
+``eval_<step>_raw.json`` and ``eval_raw/...``; ``'ema_debiased'`` the
+bias-corrected EMA (``t2igan_jax/ema.py``) into ``eval_<step>_ema_debiased.json``.
+With ``'ema'`` a run trained with ``gan.ema_debias=True`` is evaluated with its
+bias-corrected EMA; ``generator_weights_used`` / ``_description`` in the JSON
+say which parameters were evaluated.
 """
 
 import functools
@@ -233,7 +237,7 @@ class Evaluator:
                   "paper_comparable": False}
     if not e.is_weights and e.is_protocol == "auto":
       msg = (f"IS skipped: the {p!r} protocol needs the papers' classifier "
-             "weights (config.eval.is_weights; SPEC-eval §2)")
+             "weights (config.eval.is_weights; see docs/evaluation.md)")
       logging.warning(msg)
       return None, {"skipped": msg}
     fn = is_lib.load_is_classifier(p, e.is_weights,
@@ -380,8 +384,9 @@ class Evaluator:
     t0 = time.monotonic()
     gen = sample_lib.restore_generator(c, self.workdir, step)
     step = gen.step
-    logging.info("evaluating checkpoint step %d: %d samples, batch %d, %d px",
-                 step, e.num_samples, e.batch_size, self.size)
+    logging.info("evaluating checkpoint step %d (%s): %d samples, batch %d, "
+                 "%d px", step, gen.weights_description, e.num_samples,
+                 e.batch_size, self.size)
     # restore_generator already placed them replicated on this mesh's devices.
     g_params, g_stats, enc = gen.g_params, gen.g_stats, gen.enc
     step_fn = self._compiled(gen)["step_fn"]
@@ -433,7 +438,9 @@ class Evaluator:
         "png_quantization": e.png_quantization,
         "eval_words_num": c.data.eval_words_num,
         "refiner": c.model.refiner, "damsm_dir": gen.damsm_dir,
-        "generator_weights": c.sample.weights}
+        "generator_weights": c.sample.weights,
+        "generator_weights_used": gen.weights_used,
+        "generator_weights_description": gen.weights_description}
     # FID
     if fid_chunks is not None:
       feats = fid_chunks.result()

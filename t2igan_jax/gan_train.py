@@ -11,7 +11,8 @@ SPEC-dmgan §6.2, as one jitted function (state donated, batch sharded over the
 4. each D_i updated on real / fake (detached) / mismatched pairs;
 5. G updated on the same fakes, scored by the *updated* D_i:
    Σ_i adversarial + λ·(L_w0 + L_w1 + L_s0 + L_s1 on the last stage) + KL;
-6. EMA of G's parameters (decay 0.999).
+6. EMA of G's parameters (decay 0.999; ``gan.ema_debias``: started from
+   zeros and bias-corrected when sampled, ``t2igan_jax/ema.py``).
 
 Spectral-norm vectors advance on every D call (``model.sn_update``) in the
 reference's call order: trunk(real), trunk(fake), joint(real), joint(fake),
@@ -36,6 +37,9 @@ from jax.experimental import multihost_utils
 from input_pipeline import pipeline as input_pipeline
 from t2igan_jax import checkpointing
 from t2igan_jax import damsm_pretrain
+from t2igan_jax import ema
+from t2igan_jax import image_text
+from t2igan_jax import json_files
 from t2igan_jax import metric_writer
 from t2igan_jax import numerics
 from t2igan_jax import preemption
@@ -174,7 +178,8 @@ def create_state(models: GanModels, rng) -> GanState:
   d_tx = _adam(c.gan.d_lr, c)
   return GanState(
       step=jnp.zeros((), jnp.int32), g_params=g_vars["params"],
-      g_ema=g_vars["params"], g_stats=g_vars["batch_stats"],
+      g_ema=ema.init(g_vars["params"], c.gan.ema_debias),
+      g_stats=g_vars["batch_stats"],
       d_params=d_params, d_stats=d_stats, g_opt=g_tx.init(g_vars["params"]),
       d_opt=[d_tx.init(p) for p in d_params], rng=state_rng,
       nonfinite_skipped=jnp.zeros((), jnp.int32))
@@ -323,34 +328,141 @@ def sample_step(g_params, g_stats, batch, enc: Encoders, z, rng, *,
   return out["images"], out["attention"]
 
 
+# Written into workdir/damsm when its pretraining (the first phase of a
+# train_gan command) stopped at its share of the time budget: later starts
+# keep those encoders (the GAN's checkpoints were trained against them).
+DAMSM_BUDGET_STOP_FILE = "stopped_by_time_budget.json"
+_DAMSM_CONFIGS = {"birds": ("damsm_bird", "bird"), "coco": ("damsm_coco", "coco"),
+                  "shapes": ("damsm_shapes", "shapes")}
+
+
+def _missing_damsm_error(config) -> FileNotFoundError:
+  """The two ways to get the DAMSM encoders a GAN trains against."""
+  damsm_config, folder = _DAMSM_CONFIGS.get(config.data.name,
+                                            ("damsm_<dataset>", "<dataset>"))
+  return FileNotFoundError(
+      "config.gan.damsm_dir is empty: the GAN trains against frozen DAMSM "
+      "encoders. Either pretrain them (python main.py "
+      f"--config=configs/{damsm_config}.py --workdir=<damsm_dir> ..., then "
+      "--config.gan.damsm_dir=<damsm_dir>), or convert AttnGAN's released "
+      "ones (python -m t2igan_jax.convert --config=<this config> "
+      f"--text_encoder=DAMSMencoders/{folder}/text_encoder200.pth "
+      "--workdir=<this workdir>: writes <this workdir>/damsm, which this job "
+      "then uses)")
+
+
+def _pretrains_damsm(config, workdir) -> bool:
+  """Whether this train_gan command pretrains (or resumes) its DAMSM first."""
+  damsm_dir = os.path.join(workdir, "damsm")
+  return bool(not config.gan.damsm_dir and config.gan.pretrain_damsm_if_missing
+              and not os.path.isfile(os.path.join(damsm_dir, "converted.json"))
+              and not os.path.isfile(os.path.join(damsm_dir,
+                                                  DAMSM_BUDGET_STOP_FILE)))
+
+
 def _resolve_damsm_dir(config, workdir) -> str:
-  """The DAMSM workdir; pretrains one into workdir/damsm when asked."""
+  """The DAMSM workdir; pretrains one into workdir/damsm when asked.
+
+  With ``max_train_seconds`` the pretraining gets ``gan.damsm_budget_share``
+  of it; stopped there, its encoders are final for this workdir.
+  """
   if config.gan.damsm_dir:
     return config.gan.damsm_dir
-  converted = os.path.join(workdir, "damsm")  # written by t2igan_jax.convert
-  if os.path.isfile(os.path.join(converted, "converted.json")):
-    return converted
-  if not config.gan.pretrain_damsm_if_missing:
-    raise FileNotFoundError(
-        "config.gan.damsm_dir is empty: name the workdir of a pretrain_damsm "
-        "run (python main.py --config=configs/damsm_<dataset>.py ...)")
   damsm_dir = os.path.join(workdir, "damsm")
+  if os.path.isfile(os.path.join(damsm_dir, "converted.json")):
+    return damsm_dir  # written by t2igan_jax.convert
+  stop_file = os.path.join(damsm_dir, DAMSM_BUDGET_STOP_FILE)
+  if os.path.isfile(stop_file):
+    logging.info("the DAMSM pretraining of this workdir stopped at its share "
+                 "of the time budget (%s): the GAN keeps those encoders",
+                 stop_file)
+    return damsm_dir
+  if not config.gan.pretrain_damsm_if_missing:
+    raise _missing_damsm_error(config)
   damsm_config = ml_collections.ConfigDict(config.to_dict())
   damsm_config.job = "pretrain_damsm"
   damsm_config.debug_nonfinite_step = -1  # a GAN loss term is not DAMSM's
-  damsm_config.max_train_seconds = 0.0  # the budget is the GAN loop's
+  damsm_config.max_train_seconds = time_budget.split_for_damsm(
+      config.max_train_seconds, config.gan.damsm_budget_share)
   logging.info("no config.gan.damsm_dir: pretraining DAMSM into %s first",
                damsm_dir)
+  if config.max_train_seconds > 0:
+    logging.info(
+        "time budget in force for the whole command: config.max_train_seconds"
+        "=%g s (%s): the DAMSM pretraining gets up to %.0f s "
+        "(gan.damsm_budget_share=%g), the GAN loop what is left",
+        config.max_train_seconds,
+        metric_writer.format_eta(config.max_train_seconds),
+        damsm_config.max_train_seconds, config.gan.damsm_budget_share)
   os.makedirs(damsm_dir, exist_ok=True)
   result = damsm_pretrain.pretrain(damsm_config, damsm_dir)
   if result.get("preempted"):
     return None  # the GAN job stops too; the next start resumes DAMSM
+  if result.get("time_budget_reached"):
+    logging.warning(
+        "DAMSM pretraining stopped at its share of the time budget after step "
+        "%d; the GAN trains against these encoders, which stay fixed for this "
+        "workdir (for the full schedule pretrain with job=pretrain_damsm into "
+        "its own workdir and pass config.gan.damsm_dir)", result["step"])
+    if jax.process_index() == 0:
+      damsm_pretrain._write_json(stop_file, {  # pylint: disable=protected-access
+          "step": int(result["step"]),
+          "seconds": damsm_config.max_train_seconds})
   return damsm_dir
+
+
+DAMSM_DIGEST_KEY = "damsm_digest"
+
+
+def _same_damsm_check(digest: str, damsm_dir: str, directory: str):
+  """``check(step, saved_meta)`` for ``restore_compatible``: refuses a
+  checkpoint trained with other frozen DAMSM encoders (their digest, recorded
+  in every GAN checkpoint, differs), naming both DAMSM directories."""
+
+  def check(step, saved):
+    theirs = saved.get(DAMSM_DIGEST_KEY)
+    if theirs is None or theirs == digest:  # (None: written before digests)
+      return
+    raise checkpointing.IncompatibleCheckpointError(
+        f"checkpoint step {step} in {directory} was trained with the DAMSM "
+        f"encoders of {saved.get('damsm_dir')!r} (digest {theirs[:12]}...), "
+        f"but config.gan.damsm_dir gives other encoders "
+        f"({os.path.abspath(damsm_dir)!r}, digest {digest[:12]}...): use the "
+        "DAMSM it was trained with (config.gan.damsm_dir, gan.damsm_step) or "
+        "a new --workdir")
+
+  return check
+
+
+def recorded_result(metrics_path: str, step: int) -> dict[str, Any] | None:
+  """The last record of ``step`` in metrics.json, or None."""
+  records = [r for r in json_files.read_json_records(metrics_path)
+             if isinstance(r, dict) and r.get("step") == step]
+  return records[-1] if records else None
+
+
+def finished_result(metrics_path: str, step: int, total_steps: int,
+                    directory: str) -> dict[str, Any]:
+  """A run whose checkpoint already reached ``total_steps``: says so and
+  returns its last recorded result (nothing is recompiled or recomputed)."""
+  logging.warning(
+      "this run is already finished: checkpoint step %d in %s reached its %d "
+      "steps; nothing to do (raise config.max_steps or the epochs to train "
+      "further, or use a new --workdir)", step, directory, total_steps)
+  return {**(recorded_result(metrics_path, step) or {"step": step}),
+          "already_finished": True}
 
 
 def _caption_text(vocab, captions, lengths):
   return [" ".join(vocab.ixtoword[int(t)] for t in cap[:n])
           for cap, n in zip(captions, lengths)]
+
+
+def _captioned_grid(images: np.ndarray, captions: list[str]) -> np.ndarray:
+  """Training sample grid [-1, 1] images -> uint8, each caption under its image."""
+  ncols = int(np.ceil(np.sqrt(images.shape[0])))
+  return image_text.captioned_grid(
+      metric_writer.image_grid(images, ncols), images.shape[1], captions, ncols)
 
 
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -368,19 +480,25 @@ def _train(config, workdir, watcher) -> dict[str, Any]:
   mesh = sharding.make_mesh(config.num_devices)
   sharding.check_batch_size(g.batch_size, mesh, "config.gan.batch_size")
   sizes = input_pipeline.stage_sizes(config)
-  train_source = input_pipeline.get_source(config, "train", sizes[-1])
-  test_source = input_pipeline.get_source(config, "test", sizes[-1])
+  # Both splits checked at once (files, batch sizes).
+  train_source, test_source = input_pipeline.open_splits(config, sizes[-1])
   vocab = train_source.vocab
 
   numerics.check_debug_term(config, loss_term_names(config), "train_gan")
+  pretrains_damsm = _pretrains_damsm(config, workdir)
+  t_damsm = time.monotonic()
   damsm_dir = _resolve_damsm_dir(config, workdir)
+  damsm_seconds = time.monotonic() - t_damsm if pretrains_damsm else 0.0
   if damsm_dir is None:
     return {"step": 0, "preempted": True}
   text_model, text_params, image_model, image_vars, _ = (
-      damsm_pretrain.load_encoders(damsm_dir, expected_vocab=vocab))
+      damsm_pretrain.load_encoders(
+          damsm_dir, expected_vocab=vocab, step=g.damsm_step,
+          accept_undigested=config.accept_undigested_checkpoints))
   repl = sharding.replicated(mesh)
   enc = jax.device_put(Encoders(text_params=text_params, image_vars=image_vars),
                        repl)
+  damsm_digest = checkpointing.state_digest(enc)
   models = GanModels(config, text_model, image_model, mesh=mesh)
 
   steps_per_epoch = input_pipeline.steps_per_epoch(len(train_source),
@@ -392,8 +510,6 @@ def _train(config, workdir, watcher) -> dict[str, Any]:
                "steps, stages %s", config.model.refiner, len(train_source),
                steps_per_epoch, total_steps, sizes)
 
-  state = jax.jit(functools.partial(create_state, models),
-                  out_shardings=repl)(jax.random.key(config.seed))
   train_iter = input_pipeline.create_train_iterator(
       config, train_source, global_batch_size=g.batch_size,
       image_sizes=sizes, words_num=config.data.words_num)
@@ -402,17 +518,35 @@ def _train(config, workdir, watcher) -> dict[str, Any]:
       os.path.join(workdir, CHECKPOINT_DIR),
       max_to_keep=config.keep_checkpoints,
       interval=config.checkpoint_every_steps,
-      keep_period=g.snapshot_interval * steps_per_epoch)
+      keep_period=g.snapshot_interval * steps_per_epoch,
+      accept_undigested=config.accept_undigested_checkpoints)
   meta = {"job": "train_gan", "vocab_fingerprint": vocab.fingerprint(),
           "model": model_meta(config.model.to_dict()), "damsm_dir": os.path.abspath(damsm_dir),
-          "stage_sizes": list(sizes)}
-  restored = ckpt.restore_compatible(
-      state, meta, ("vocab_fingerprint", "model", "stage_sizes"),
-      views={"model": model_meta})
+          "stage_sizes": list(sizes),
+          # True: zero-started EMA (t2igan_jax/ema.py); None: the reference's.
+          ema.META_KEY: True if g.ema_debias else None,
+          "ema_decay": g.ema_decay, "seed": config.seed}
+  compatible = {
+      "keys": ("vocab_fingerprint", "model", "stage_sizes", ema.META_KEY),
+      "views": {"model": model_meta},
+      "check": _same_damsm_check(damsm_digest, damsm_dir, ckpt.directory)}
+  metrics_path = os.path.join(workdir, config.metrics_json)
+  done = ckpt.finished_step(total_steps, meta, **compatible)
+  if done is not None and recorded_result(metrics_path, done) is not None:
+    ckpt.close()  # finished and recorded: nothing is built or compiled
+    return finished_result(metrics_path, done, total_steps, ckpt.directory)
+  state = jax.jit(functools.partial(create_state, models),
+                  out_shardings=repl)(jax.random.key(config.seed))
+  restored = ckpt.restore_compatible(state, meta, **compatible)
+  meta[DAMSM_DIGEST_KEY] = damsm_digest
   if restored is not None:
     state, data_state = restored
     train_iter.set_state(data_state)
     logging.info("resumed from checkpoint step %d", int(state.step))
+  if int(state.step) >= total_steps:
+    ckpt.close()
+    return finished_result(metrics_path, int(state.step), total_steps,
+                           ckpt.directory)
 
   step_fn = jax.jit(functools.partial(train_step, models=models),
                     donate_argnums=(0,))
@@ -439,6 +573,9 @@ def _train(config, workdir, watcher) -> dict[str, Any]:
   vis_rng = jax.random.key(config.seed + 13)
 
   writer = metric_writer.MetricWriter(workdir)
+  vis_captions = _caption_text(vocab, *(np.asarray(
+      multihost_utils.process_allgather(vis_batch[k], tiled=True))
+                                        for k in ("captions", "caption_lens")))
   if jax.process_index() == 0:
     captions_txt = _caption_text(vocab, vis_local["captions"],
                                  vis_local["caption_lens"])
@@ -448,17 +585,18 @@ def _train(config, workdir, watcher) -> dict[str, Any]:
       f.write("\n".join(captions_txt) + "\n")
 
   def log_images(step):
-    images, attention = sample_fn(state.g_ema, state.g_stats, vis_batch, enc,
+    g_ema = ema.sampling_params(state, g.ema_decay, g.ema_debias)
+    images, attention = sample_fn(g_ema, state.g_stats, vis_batch, enc,
                                   vis_z, vis_rng)
     images = multihost_utils.process_allgather(images, tiled=True)
     grids = {f"samples/stage{i}_{np.shape(im)[1]}px":
-             metric_writer.image_grid(np.asarray(im)) for i, im in
+             _captioned_grid(np.asarray(im), vis_captions) for i, im in
              enumerate(images)}
     raw, _ = sample_fn(state.g_params, state.g_stats, vis_batch, enc, vis_z,
                        vis_rng)
     raw = multihost_utils.process_allgather(raw[-1], tiled=True)
-    grids["samples_raw_generator/last_stage"] = metric_writer.image_grid(
-        np.asarray(raw))
+    grids["samples_raw_generator/last_stage"] = _captioned_grid(
+        np.asarray(raw), vis_captions)
     real = {f"real/stage{i}": metric_writer.image_grid(np.asarray(im))
             for i, im in enumerate(vis_local["images"])}
     grids.update(real)
@@ -484,18 +622,35 @@ def _train(config, workdir, watcher) -> dict[str, Any]:
   # Snapshots every g.snapshot_interval epochs, kept by keep_period.
   snapshot_every = g.snapshot_interval * steps_per_epoch
   step = int(state.step)
-  progress = metric_writer.Progress(total_steps, start_step=step)
   step_log = metric_writer.StepLog(os.path.join(workdir, config.step_log))
+  json_files.read_json_records(os.path.join(workdir, config.metrics_json))
   step_log.truncate(step)
   pending = metric_writer.StepMetrics(config.on_nonfinite, step_log)
   last_scalars: dict[str, float] = {}
   stop = ""
   t_start = time.monotonic()
-  budget = time_budget.TimeBudget(config.max_train_seconds,
-                                  sync_every=config.log_every_steps)
+  budget = time_budget.TimeBudget(
+      time_budget.left_for_gan(config.max_train_seconds, damsm_seconds),
+      sync_every=config.log_every_steps)
+  if budget.seconds > 0:
+    logging.info("%s%s", budget.describe("the GAN loop"), (
+        f" (config.max_train_seconds={config.max_train_seconds:g} s for the "
+        f"command; its DAMSM phase took {damsm_seconds:.0f} s)"
+        if pretrains_damsm else ""))
+  progress = metric_writer.Progress(total_steps, start_step=step, budget=budget)
+  # The learning rates (constant: the reference's Adam has no schedule).
+  lr_scalars = {"train/g_lr": g.g_lr, "train/d_lr": g.d_lr}
+  # Compiled before the first step, so that a SIGTERM during start-up or
+  # compiling stops the job before it runs a step.
+  first_batch = next(train_iter)
+  step_fn.lower(state, sharding.device_batch(first_batch, mesh), enc).compile()
+  if watcher.stop_before_first_step(step, ckpt.directory):
+    ckpt.close()
+    writer.close()
+    return {"step": step, "preempted": True, "before_first_step": True}
   try:
     while step < total_steps:
-      local_batch = next(train_iter)
+      local_batch, first_batch = first_batch or next(train_iter), None
       state, metrics = step_fn(state, sharding.device_batch(local_batch, mesh),
                                enc)
       step += 1
@@ -503,7 +658,8 @@ def _train(config, workdir, watcher) -> dict[str, Any]:
       if step % config.log_every_steps == 0 or step == total_steps:
         last_scalars = metric_writer.write_interval(
             writer, progress, pending, step,
-            extra={"data/skipped_examples": train_iter.num_skipped})
+            extra={"data/skipped_examples": train_iter.num_skipped,
+                   **lr_scalars})
         logging.info("step %d: g_loss %.3f  d_loss %s  w %.3f s %.3f kl %.3f",
                      step, last_scalars["train/g_loss"],
                      " ".join(f"{last_scalars[f'train/d_loss{i}']:.3f}"
@@ -518,7 +674,8 @@ def _train(config, workdir, watcher) -> dict[str, Any]:
         if step % config.log_every_steps:
           last_scalars = metric_writer.write_interval(
               writer, progress, pending, step,
-              extra={"data/skipped_examples": train_iter.num_skipped})
+              extra={"data/skipped_examples": train_iter.num_skipped,
+                     **lr_scalars})
         if step % config.image_every_steps:
           log_images(step)
       ckpt.save_loop_step(step, state, train_iter, meta, pending,
@@ -533,10 +690,48 @@ def _train(config, workdir, watcher) -> dict[str, Any]:
             **last_scalars}
   if stop == time_budget.OUT_OF_TIME:
     result["time_budget_reached"] = True
-  if stop == time_budget.PREEMPTED:
+  if stop == time_budget.PREEMPTED and step < total_steps:
     return {**result, "preempted": True}
+  # (Preempted at the last step: the run is complete, its losses recorded.)
   if jax.process_index() == 0:
     metric_writer.append_json_record(
         os.path.join(workdir, config.metrics_json), result)
+    logging.info("%s", closing_summary(config, workdir, result, total_steps))
   return result
+
+
+# A captions file of the repository per dataset (for the suggested sample job).
+EXAMPLE_CAPTIONS = {"shapes": "docs/shapes_demo_captions.txt",
+                    "birds": "docs/example_captions/birds.txt",
+                    "coco": "docs/example_captions/coco.txt"}
+
+
+def closing_summary(config, workdir: str, result: dict[str, Any],
+                    total_steps: int) -> str:
+  """The run's last lines: how it ended, where its sample grids,
+  checkpoints and TensorBoard logs are, and the commands to run next."""
+  step = result["step"]
+  if result.get("time_budget_reached"):
+    status = (f"stopped by the time budget at step {step:,d} of "
+              f"{total_steps:,d} (checkpoint saved; the same command resumes "
+              "it)")
+  else:
+    status = f"finished at step {step:,d} of {total_steps:,d}"
+  sample_dir = os.path.join(workdir, "samples")
+  latest = sorted(f for f in (os.listdir(sample_dir)
+                              if os.path.isdir(sample_dir) else [])
+                  if f.startswith(f"step{step:07d}_"))
+  captions = EXAMPLE_CAPTIONS.get(config.data.name, "<one caption per line>")
+  return "\n".join([
+      f"GAN training {status}.",
+      f"  sample grids: {sample_dir}/ (step {step}: "
+      f"{', '.join(latest) or 'none'}; their captions: "
+      f"{os.path.join(workdir, 'sample_captions.txt')})",
+      f"  checkpoints:  {os.path.join(workdir, CHECKPOINT_DIR)}/",
+      f"  TensorBoard:  tensorboard --logdir={workdir}",
+      "Next: images for your own captions, then FID / IS / R-precision:",
+      "  " + metric_writer.main_command(
+          workdir, "sample", (f"--config.sample.captions_file={captions}",)),
+      "  " + metric_writer.main_command(workdir, "evaluate"),
+  ])
 

@@ -6,11 +6,15 @@ Only process 0 writes; other processes get a writer that drops everything.
 import json
 import logging
 import os
+import shlex
+import sys
 import time
 from typing import Any, Mapping
 
 import jax
 import numpy as np
+
+from t2igan_jax import json_files
 
 
 class MetricWriter:
@@ -52,14 +56,34 @@ class MetricWriter:
 
 
 class Progress:
-  """Logs ``step/total, steps/s, ETA`` and measures step time."""
+  """Logs ``step/total, steps/s, ETA`` and measures step time.
 
-  def __init__(self, total_steps: int, start_step: int = 0):
+  With a ``budget`` (``time_budget.TimeBudget``) the ETA is the earlier of
+  the remaining steps at the overall rate and the budget's end, and says
+  which: ``ETA 0:21:40 (time budget; the 3,900 steps left would take
+  1:38:29)``.
+  """
+
+  def __init__(self, total_steps: int, start_step: int = 0, budget=None):
     self.total = total_steps
+    self.budget = budget
     self._t0 = time.monotonic()
     self._step0 = start_step
     self._last_t = self._t0
     self._last_step = start_step
+
+  def _by_steps(self, step: int, now: float) -> float:
+    overall = (step - self._step0) / max(now - self._t0, 1e-9)
+    return (self.total - step) / overall if overall > 0 else float("inf")
+
+  def eta(self, step: int, now: float | None = None) -> tuple[float, str]:
+    """(seconds to the end, what ends it: 'steps' or 'time budget')."""
+    now = time.monotonic() if now is None else now
+    by_steps = self._by_steps(step, now)
+    left = self.budget.remaining() if self.budget is not None else float("inf")
+    if left < by_steps:
+      return left, "time budget"
+    return by_steps, "steps"
 
   def update(self, step: int) -> dict[str, float]:
     """Returns {'steps_per_sec', 'step_time'} since the previous update."""
@@ -67,12 +91,42 @@ class Progress:
     dt = now - self._last_t
     ds = step - self._last_step
     rate = ds / dt if dt > 0 and ds > 0 else 0.0
-    overall = (step - self._step0) / max(now - self._t0, 1e-9)
-    remaining = (self.total - step) / overall if overall > 0 else float("inf")
-    logging.info("step %d/%d (%.1f%%)  %.2f steps/s  ETA %s", step, self.total,
-                 100.0 * step / max(self.total, 1), rate, format_eta(remaining))
+    remaining, reason = self.eta(step, now)
+    note = ""
+    if reason != "steps":
+      note = (f" ({reason}; the {self.total - step:,d} steps left would take "
+              f"{format_eta(self._by_steps(step, now))})")
+    logging.info("step %d/%d (%.1f%%)  %.2f steps/s  ETA %s%s", step, self.total,
+                 100.0 * step / max(self.total, 1), rate, format_eta(remaining),
+                 note)
     self._last_t, self._last_step = now, step
     return {"steps_per_sec": rate, "step_time": dt / ds if ds else 0.0}
+
+
+def main_command(workdir: str, job: str, extra: tuple[str, ...] = ()) -> str:
+  """The ``python main.py`` line that runs ``job`` on ``workdir``.
+
+  It repeats this process's ``--config`` and ``--config.<field>`` overrides
+  (a model width given at training, e.g. ``--config.model.ngf=32``, is needed
+  by every later job) when this process is ``main.py``; else it shows a
+  placeholder for the config file.
+  """
+  argv = list(sys.argv)
+  config_args = []
+  if argv and os.path.basename(argv[0]) == "main.py":
+    i = 1
+    while i < len(argv):
+      arg = argv[i]
+      if arg in ("--config", "--workdir") and i + 1 < len(argv):
+        arg, i = f"{arg}={argv[i + 1]}", i + 1
+      i += 1
+      if arg.startswith("--config") and not arg.startswith("--config.job="):
+        config_args.append(arg)
+  if not any(a.startswith("--config=") for a in config_args):
+    config_args.insert(0, "--config=<config file>")
+  words = ["python", "main.py", *config_args, f"--workdir={workdir}",
+           f"--config.job={job}", *extra]
+  return " ".join(shlex.quote(w) if "<" not in w else w for w in words)
 
 
 def format_eta(seconds: float) -> str:
@@ -127,7 +181,8 @@ class StepLog:
     self.last_step = int(step)
     if not self.enabled:
       return
-    kept = [r for r in read_step_log(self.path) if r["step"] <= step]
+    kept = [r for r in read_step_log(self.path, upto_step=step)
+            if r["step"] <= step]
     tmp = self.path + ".tmp"
     with open(tmp, "w") as f:
       for record in kept:
@@ -150,16 +205,39 @@ class StepLog:
       f.flush()
 
 
-def read_step_log(path: str) -> list[dict[str, Any]]:
-  """The complete records of a step log (a torn last line is ignored)."""
+def read_step_log(path: str,
+                  upto_step: int | None = None) -> list[dict[str, Any]]:
+  """The complete records of a step log (a torn last line is ignored).
+
+  A line that is not a step record raises DamagedFileError naming the file
+  and line, unless ``upto_step`` (the restored step) is given and the line
+  lies past that step's record: then it is dropped, with a warning, like the
+  records after it.
+  """
   if not os.path.exists(path):
     return []
-  records = []
-  with open(path) as f:
+  lines = []
+  with open(path, encoding="utf-8", errors="replace") as f:
     for line in f:
       if not line.endswith("\n"):
         break  # torn by a kill mid-write
-      records.append(json.loads(line))
+      lines.append((line, json_files.step_record(line)))
+  bad = next((i for i, (_, r) in enumerate(lines) if r is None), None)
+  records = [r for _, r in lines[:bad]]
+  if bad is None:
+    return records
+  line = lines[bad][0].rstrip("\n")[:60]
+  past = upto_step is not None and (
+      (records[-1]["step"] if records else 0) >= upto_step
+      and all(r is None or r["step"] > upto_step for _, r in lines[bad:]))
+  if not past:
+    raise json_files.DamagedFileError(
+        f"{path} line {bad + 1} is not a step record ({line!r}): delete or "
+        "fix that line (a missing step only leaves a gap in the log), or move "
+        "the file aside to start a new one")
+  logging.warning("%s line %d is not a step record (%r); it lies past the "
+                  "restored step %d and is dropped with the lines after it",
+                  path, bad + 1, line, upto_step)
   return records
 
 
@@ -249,10 +327,7 @@ def write_interval(writer: "MetricWriter", progress: "Progress",
 
 def append_json_record(path: str, record: Mapping[str, Any]) -> None:
   """Appends ``record`` to the JSON list in ``path`` (atomic replace)."""
-  records = []
-  if os.path.exists(path):
-    with open(path) as f:
-      records = json.load(f)
+  records = json_files.read_json_records(path)
   records.append(dict(record))
   tmp = path + ".tmp"
   with open(tmp, "w") as f:

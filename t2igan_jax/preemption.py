@@ -42,14 +42,16 @@ class PreemptionWatcher:
           save(step, force=True); break
   """
 
-  def __init__(self, signals=(signal.SIGTERM,)):
-    self._signals = tuple(signals)
+  def __init__(self, signals=(signal.SIGTERM,), enabled: bool = True):
+    self._signals = tuple(signals) if enabled else ()
     self._previous = {}
     self._flag = threading.Event()
     self._installed = False
     self.step: int | None = None  # the step at which it was reached
 
   def __enter__(self) -> "PreemptionWatcher":
+    if not self._signals:
+      return self
     if _multi_process():
       logging.info("preemption: JAX's multi-host preemption sync service "
                    "handles SIGTERM")
@@ -61,6 +63,11 @@ class PreemptionWatcher:
     for sig in self._signals:
       self._previous[sig] = signal.getsignal(sig)
       signal.signal(sig, self._handle)
+      # An enclosing watcher (train.run's, installed before set-up and
+      # compiling) may already have been told: inherit its notice.
+      outer = getattr(self._previous[sig], "__self__", None)
+      if isinstance(outer, PreemptionWatcher) and outer.requested():
+        self._flag.set()
     self._installed = True
     return self
 
@@ -70,14 +77,33 @@ class PreemptionWatcher:
         signal.signal(sig, handler)
       self._installed = False
 
-  def _handle(self, signum, frame) -> None:
-    if not self._flag.is_set():
+  def _handle(self, signum, frame, quiet: bool = False) -> None:
+    if not self._flag.is_set() and not quiet:
       logging.warning("preemption: received %s; saving a checkpoint after the "
                       "current step, then exiting", signal.Signals(signum).name)
     self._flag.set()
     previous = self._previous.get(signum)
-    if callable(previous):  # an enclosing watcher (e.g. GAN around DAMSM)
+    outer = getattr(previous, "__self__", None)
+    if isinstance(outer, PreemptionWatcher):  # e.g. GAN around DAMSM: told once
+      outer._handle(signum, frame, quiet=True)  # pylint: disable=protected-access
+    elif callable(previous):
       previous(signum, frame)
+
+  def stop_before_first_step(self, step: int, directory: str) -> bool:
+    """Whether a notice came during start-up (imports, data, restore,
+    compiling): then logs what is saved (nothing new) and returns True.
+
+    Call once before the first step, on every process, with the restored
+    step (0 without a checkpoint); the loop then calls ``reached`` with the
+    steps after it.
+    """
+    if not self.reached(step):
+      return False
+    saved = (f"checkpoint step {step} (restored) stays the newest in "
+             f"{directory}" if step else f"no checkpoint in {directory} yet")
+    logging.warning("preempted during start-up, before the first step: "
+                    "nothing new saved (%s); exiting", saved)
+    return True
 
   def requested(self) -> bool:
     """Whether this process received a preemption notice (no sync)."""

@@ -1,7 +1,7 @@
 """Images for every line of a captions file (``config.job = 'sample'``).
 
 For each line of ``config.sample.captions_file`` (one caption per line, as
-``../shared/data/example_captions/*.txt``):
+``docs/example_captions/*.txt``):
 
 1. tokenised with the project tokenizer (``input_pipeline.text.tokenize``);
    words outside the DAMSM vocabulary are reported and dropped (the reference
@@ -10,20 +10,28 @@ For each line of ``config.sample.captions_file`` (one caption per line, as
 2. ``config.sample.num_per_caption`` samples of the EMA generator in eval mode
    (BN running statistics, SPEC-dmgan §8.5), z ~ N(0, I) from
    ``fold_in(key(sample.seed), line)`` so a line's images do not depend on the
-   other lines;
-3. written to ``output_dir`` (default ``workdir/samples_<step>``)::
+   other lines; ``sample.weights`` picks the weights (:func:`generator_weights`;
+   the log, the report and the overview say which were used);
+3. written to ``output_dir`` (default ``workdir/samples_<step>`` for the EMA,
+   ``workdir/samples_<step>_<weights>`` for 'raw' / 'ema_debiased')::
 
      caption_<LLL>.png                    grid: one row per sample, one column
                                           per stage (upsampled to the last
                                           size), the caption above it
      caption_<LLL>_attention_stage<k>.png per refinement stage k (k = 2..): the
                                           final image, then one word-attention
-                                          map per used word over it, per sample
+                                          map per used word over it (the first
+                                          data.words_num words), per sample
      caption_<LLL>.txt                    the caption, used and unknown words,
                                           or the error for this line
-     overview.png                         every sampled line's grid, in file
-                                          order, ``OVERVIEW_COLUMNS`` per row
-     report.json                          every line's outcome and files
+     overview.png                         the first OVERVIEW_MAX_LINES sampled
+                                          lines' grids (captions above each),
+                                          in file order, OVERVIEW_COLUMNS per
+                                          row, under a title naming the step,
+                                          weights and seed
+     report.json                          step, weights, seed, what the
+                                          overview shows, every line's outcome
+                                          and files
 
    (``LLL`` = the 1-based line number, zero-padded to 3 digits).
 
@@ -45,19 +53,20 @@ import functools
 import json
 import logging
 import os
-import textwrap
 from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
 from input_pipeline import pipeline as input_pipeline
 from input_pipeline.text import Vocabulary, tokenize
 from t2igan_jax import checkpointing
 from t2igan_jax import damsm_pretrain
+from t2igan_jax import ema
 from t2igan_jax import gan_train
+from t2igan_jax import image_text
 from t2igan_jax import metric_writer
 from t2igan_jax import sharding
 from t2igan_jax.errors import CheckpointError, ConfigError
@@ -65,6 +74,9 @@ from t2igan_jax.errors import CheckpointError, ConfigError
 REPORT_FILE = "report.json"
 OVERVIEW_FILE = "overview.png"
 OVERVIEW_COLUMNS = 4
+# overview.png tiles at most this many lines' grids (the first ones): its
+# canvas, held in memory, stays bounded for any captions file.
+OVERVIEW_MAX_LINES = 32
 
 
 # ----------------------------------------------------------- checkpoints
@@ -80,6 +92,10 @@ class RestoredGenerator:
   step: int
   meta: dict[str, Any]
   damsm_dir: str
+  weights: str = "ema"   # config.sample.weights
+  # Which parameters g_params are: 'ema' (reference), 'ema_debiased' or 'raw'.
+  weights_used: str = "ema"
+  weights_description: str = ""
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -92,7 +108,9 @@ def list_steps(workdir: str) -> list[int]:
   directory = checkpoint_dir(workdir)
   if not os.path.isdir(directory):
     return []
-  ckpt = checkpointing.Checkpointer(directory, max_to_keep=1000, interval=1)
+  # Read-only: a training job may be writing into it (evaluate --watch).
+  ckpt = checkpointing.Checkpointer(directory, max_to_keep=1000, interval=1,
+                                    read_only=True)
   try:
     return sorted(ckpt.all_steps())
   finally:
@@ -139,14 +157,18 @@ def restore_generator(config: ml_collections.ConfigDict, workdir: str,
   if step not in steps:
     raise CheckpointError(f"checkpoint step {step} is not in {directory} "
                           f"(available: {steps})")
-  ckpt = checkpointing.Checkpointer(directory, max_to_keep=1000, interval=1)
+  ckpt = checkpointing.Checkpointer(
+      directory, max_to_keep=1000, interval=1, read_only=True,
+      accept_undigested=config.accept_undigested_checkpoints)
   try:
     where = f"checkpoint step {step} in {directory}"
     meta = ckpt.restore_meta(step) or {}
     _check_meta(config, meta, where)
     damsm_dir = config.gan.damsm_dir or meta.get("damsm_dir", "")
     text_model, text_params, image_model, image_vars, vocab = (
-        damsm_pretrain.load_encoders(damsm_dir))
+        damsm_pretrain.load_encoders(
+            damsm_dir,
+            accept_undigested=config.accept_undigested_checkpoints))
     if meta.get("vocab_fingerprint") not in (None, vocab.fingerprint()):
       raise CheckpointError(
           f"{where} was trained with vocabulary {meta['vocab_fingerprint']} but "
@@ -160,16 +182,46 @@ def restore_generator(config: ml_collections.ConfigDict, workdir: str,
   # One placement for everything the sampling step reads: the encoders come
   # back replicated over all devices, the generator state on one.
   repl = sharding.replicated(sharding.make_mesh(config.num_devices))
-  weights = {"ema": state.g_ema, "raw": state.g_params}[config.sample.weights]
-  if config.sample.weights != "ema":
-    logging.info("sampling the raw generator (config.sample.weights='raw'), "
-                 "not its EMA")
+  weights, used, description = generator_weights(config, models, state, meta)
+  logging.info("checkpoint step %d: sampling the %s (config.sample.weights="
+               "%r)", step, description, config.sample.weights)
   g_params, g_stats, enc = jax.device_put(
       (weights, state.g_stats,
        gan_train.Encoders(text_params=text_params, image_vars=image_vars)), repl)
   return RestoredGenerator(models=models, g_params=g_params,
                            g_stats=g_stats, enc=enc, vocab=vocab,
-                           step=step, meta=meta, damsm_dir=damsm_dir)
+                           step=step, meta=meta, damsm_dir=damsm_dir,
+                           weights=config.sample.weights, weights_used=used,
+                           weights_description=description)
+
+
+def generator_weights(config, models: gan_train.GanModels, state,
+                      meta: dict[str, Any]) -> tuple[Any, str, str]:
+  """(parameters, 'ema' | 'ema_debiased' | 'raw', a description) to sample.
+
+  ``config.sample.weights``: 'raw' = ``state.g_params``; 'ema' = the run's
+  EMA as it was trained (checkpoint metadata ``ema.META_KEY``: the reference
+  EMA, or bias-corrected for a ``gan.ema_debias=True`` run); 'ema_debiased' =
+  bias-corrected in both cases (for a reference run through
+  ``ema.debias_plain_ema`` with θ_0 re-initialised from the run's seed).
+  """
+  choice = config.sample.weights
+  if choice == "raw":
+    return state.g_params, "raw", "raw generator (not its EMA)"
+  decay = float(meta.get("ema_decay", config.gan.ema_decay))
+  t = ema.num_updates(state)
+  if meta.get(ema.META_KEY):
+    return (ema.sampling_params(state, decay, True), "ema_debiased",
+            ema.describe(True, decay, t))
+  if choice == "ema":
+    return state.g_ema, "ema", ema.describe(False, decay, t)
+  seed = int(meta.get("seed", config.seed))
+  theta0 = jax.jit(functools.partial(gan_train.create_state, models))(
+      jax.random.key(seed)).g_params
+  return (ema.debias_plain_ema(state.g_ema, theta0, decay, t), "ema_debiased",
+          ema.describe(True, decay, t) + f", from the run's plain EMA and its "
+          f"initial weights (seed {seed}"
+          f"{'' if 'seed' in meta else ', config.seed: not in the checkpoint'})")
 
 
 # -------------------------------------------------------------- captions
@@ -209,32 +261,6 @@ def parse_captions(text: str, vocab: Vocabulary) -> list[CaptionLine]:
 
 
 # ---------------------------------------------------------------- images
-def _font():
-  return ImageFont.load_default()
-
-
-def _with_header(grid: np.ndarray, lines: list[str],
-                 labels: list[tuple[int, str]] = ()) -> Image.Image:
-  """Puts text lines (and per-column labels at x offsets) above ``grid``."""
-  font = _font()
-  line_h = 14
-  label_rows = 1 if labels else 0
-  top = line_h * (len(lines) + label_rows) + 4
-  h, w = grid.shape[:2]
-  canvas = Image.new("RGB", (max(w, 256), h + top), (255, 255, 255))
-  canvas.paste(Image.fromarray(grid), (0, top))
-  draw = ImageDraw.Draw(canvas)
-  for i, text in enumerate(lines):
-    draw.text((2, 2 + i * line_h), text, fill=(0, 0, 0), font=font)
-  for x, text in labels:
-    draw.text((x, 2 + len(lines) * line_h), text, fill=(0, 0, 0), font=font)
-  return canvas
-
-
-def _wrap(text: str, width_px: int) -> list[str]:
-  return textwrap.wrap(text, max(width_px // 6, 16)) or [""]
-
-
 def _upsample(images: np.ndarray, size: int) -> np.ndarray:
   """[N, h, w, C] -> [N, size, size, C] by pixel repetition (h divides size)."""
   f = size // images.shape[1]
@@ -273,9 +299,10 @@ def attention_grid(final: np.ndarray, attention: np.ndarray,
 
 
 def overview(grids: list[Image.Image], columns: int = OVERVIEW_COLUMNS,
-             gap: int = 8) -> Image.Image:
+             gap: int = 8, title: list[str] = ()) -> Image.Image:
   """The captions' grids tiled row-major, ``columns`` per row, each cell
-  top-left aligned in a cell of the largest grid's size, ``gap`` px apart."""
+  top-left aligned in a cell of the largest grid's size, ``gap`` px apart;
+  ``title`` lines (if any) above them."""
   w = max(g.size[0] for g in grids) + gap
   h = max(g.size[1] for g in grids) + gap
   rows = -(-len(grids) // columns)
@@ -283,6 +310,9 @@ def overview(grids: list[Image.Image], columns: int = OVERVIEW_COLUMNS,
                      (255, 255, 255))
   for i, g in enumerate(grids):
     canvas.paste(g, ((i % columns) * w, (i // columns) * h))
+  if title:
+    canvas = image_text.with_header(np.asarray(canvas), list(title),
+                                    min_width=0)
   return canvas
 
 
@@ -312,13 +342,36 @@ def _caption_report_text(entry: CaptionLine) -> str:
   return "\n".join(lines) + "\n"
 
 
+def output_dir(config: ml_collections.ConfigDict, workdir: str,
+               step: int) -> str:
+  """``sample.output_dir``, or ``workdir/samples_<step>`` for the EMA
+  (``sample.weights='ema'``) and ``workdir/samples_<step>_<weights>`` for
+  the others, so that runs with other weights never overwrite each other."""
+  if config.sample.output_dir:
+    return config.sample.output_dir
+  weights = config.sample.weights
+  suffix = "" if weights == "ema" else f"_{weights}"
+  return os.path.join(workdir, f"samples_{step}{suffix}")
+
+
+def _attention_words(entry: CaptionLine, words_num: int) -> int:
+  """Attention tiles drawn for a line: its words, at most ``words_num``."""
+  n = min(len(entry.ids), words_num)
+  if n < len(entry.ids):
+    logging.warning("line %d has %d known words; attention maps are drawn for "
+                    "the first %d (config.data.words_num, the longest caption "
+                    "the generator was trained on)", entry.line,
+                    len(entry.ids), n)
+  return n
+
+
 def sample(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Runs ``job = sample``; returns the report (also written as report.json)."""
   s = config.sample
   if not s.captions_file:
     raise ConfigError("config.sample.captions_file is empty: name a text file "
                       "with one caption per line (e.g. "
-                      "../shared/data/example_captions/dfgan_bird.txt)")
+                      "docs/example_captions/birds.txt)")
   if not os.path.isfile(s.captions_file):
     raise FileNotFoundError(
         f"config.sample.captions_file={s.captions_file!r}: no such file")
@@ -326,7 +379,7 @@ def sample(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     raise ConfigError(f"config.sample.num_per_caption={s.num_per_caption} must "
                       "be >= 1")
   gen = restore_generator(config, workdir, s.checkpoint_step)
-  out_dir = s.output_dir or os.path.join(workdir, f"samples_{gen.step}")
+  out_dir = output_dir(config, workdir, gen.step)
   os.makedirs(out_dir, exist_ok=True)
   with open(s.captions_file, encoding="utf-8", errors="replace") as f:
     entries = parse_captions(f.read(), gen.vocab)
@@ -337,7 +390,7 @@ def sample(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                                         models=gen.models))
   base_z = jax.random.key(s.seed)
   base_ca = jax.random.key(s.seed + 1)
-  report_lines, grids = [], []
+  report_lines, grids, overview_lines = [], [], []
   for entry in entries:
     stem = f"caption_{entry.line:03d}"
     files = [f"{stem}.txt"]
@@ -351,37 +404,52 @@ def sample(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
                                     jax.random.fold_in(base_ca, entry.line))
       images = [np.asarray(im) for im in images]
       grid = stage_grid(images)
-      header = _wrap(entry.text, max(grid.shape[1], 256))
-      grids.append(_with_header(grid, header))
-      _write_png(grids[-1], os.path.join(out_dir, f"{stem}.png"))
+      header = image_text.wrap(entry.text, max(grid.shape[1], 256))
+      captioned = image_text.with_header(grid, header)
+      _write_png(captioned, os.path.join(out_dir, f"{stem}.png"))
       files.append(f"{stem}.png")
-      num_words = len(entry.ids)
+      if len(grids) < OVERVIEW_MAX_LINES:       # bounded memory
+        grids.append(captioned)
+        overview_lines.append(entry.line)
+      num_words = _attention_words(entry, config.data.words_num)
       for k, att in enumerate(attention):
         grid = attention_grid(images[-1], np.asarray(att), num_words)
         tile = images[-1].shape[1] + 2
         labels = [(2 + (j + 1) * tile, w[:max(tile // 6, 1)])
-                  for j, w in enumerate(entry.used_words)]
+                  for j, w in enumerate(entry.used_words[:num_words])]
         name = f"{stem}_attention_stage{k + 2}.png"
-        _write_png(_with_header(grid, header, labels),
+        _write_png(image_text.with_header(grid, header, labels),
                    os.path.join(out_dir, name))
         files.append(name)
       logging.info("line %d: %d samples -> %s", entry.line, n,
                    os.path.join(out_dir, f"{stem}.png"))
     else:
+      num_words = 0
       logging.error("line %d: %s; skipped", entry.line, entry.error)
     with open(os.path.join(out_dir, f"{stem}.txt"), "w") as f:
       f.write(_caption_report_text(entry))
     report_lines.append({
         "line": entry.line, "text": entry.text, "ok": entry.ok,
         "error": entry.error, "used_words": entry.used_words,
-        "unknown_words": entry.unknown_words, "files": files})
+        "unknown_words": entry.unknown_words, "attention_words": num_words,
+        "files": files})
+  shown = _overview_note(len(overview_lines), len(good))
   if grids:
-    _write_png(overview(grids), os.path.join(out_dir, OVERVIEW_FILE))
+    title = [f"checkpoint step {gen.step}, {gen.weights_description}, "
+             f"sample.seed {s.seed}", shown]
+    _write_png(overview(grids, title=title),
+               os.path.join(out_dir, OVERVIEW_FILE))
+    logging.info("%s -> %s", shown, os.path.join(out_dir, OVERVIEW_FILE))
   report = {"captions_file": os.path.abspath(s.captions_file),
-            "checkpoint_step": gen.step, "num_per_caption": n,
-            "output_dir": os.path.abspath(out_dir),
+            "checkpoint_step": gen.step, "step": gen.step, "seed": s.seed,
+            "weights": gen.weights, "weights_used": gen.weights_used,
+            "weights_description": gen.weights_description,
+            "num_per_caption": n, "output_dir": os.path.abspath(out_dir),
             "num_lines": len(entries), "num_sampled": len(good),
-            "num_errors": len(entries) - len(good), "lines": report_lines}
+            "num_errors": len(entries) - len(good),
+            "overview": {"file": OVERVIEW_FILE if grids else None,
+                         "lines": overview_lines, "description": shown},
+            "lines": report_lines}
   with open(os.path.join(out_dir, REPORT_FILE), "w") as f:
     json.dump(report, f, indent=1)
   logging.info("sampled %d of %d lines of %s into %s", len(good), len(entries),
@@ -391,3 +459,10 @@ def sample(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         f"no line of {s.captions_file} could be sampled ({len(entries)} lines; "
         f"see {os.path.join(out_dir, REPORT_FILE)})")
   return report
+
+
+def _overview_note(shown: int, sampled: int) -> str:
+  if shown == sampled:
+    return f"overview: all {sampled} sampled lines"
+  return (f"overview: the first {shown} of {sampled} sampled lines "
+          f"(OVERVIEW_MAX_LINES; every line has its own caption_<line>.png)")

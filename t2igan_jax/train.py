@@ -12,10 +12,13 @@ import os
 import shutil
 
 import jax
+from jax.experimental.compilation_cache import compilation_cache
 import ml_collections
 
 from t2igan_jax import config_validation
+from t2igan_jax import preemption
 from t2igan_jax import sharding
+from t2igan_jax import workdir_lock
 from t2igan_jax.errors import WorkdirError
 
 
@@ -85,8 +88,32 @@ def check_devices(config: ml_collections.ConfigDict) -> None:
     sharding.check_batch_size(config[section][name], mesh, f"config.{path}")
 
 
+def configure_compilation_cache(cache_dir: str) -> str | None:
+  """Points JAX's persistent compilation cache at ``cache_dir`` (before
+  anything compiles); returns the cache directory in force (None: no cache).
+
+  '' leaves JAX's own setting alone, and so does a directory JAX already has
+  (``JAX_COMPILATION_CACHE_DIR``, or ``jax.config`` set by the caller): that
+  one takes precedence over the config's default.
+  """
+  current = jax.config.jax_compilation_cache_dir
+  if cache_dir and not current:
+    cache_dir = os.path.expanduser(cache_dir)
+    jax.config.update("jax_compilation_cache_dir", cache_dir)
+    # A cache JAX initialised earlier in this process (with no directory)
+    # would otherwise stay in use.
+    compilation_cache.reset_cache()
+    current = cache_dir
+  if current:
+    logging.info("persistent compilation cache: %s (programs that take over "
+                 "%g s to compile are kept)", current,
+                 jax.config.jax_persistent_cache_min_compile_time_secs)
+  return current
+
+
 def _setup(config: ml_collections.ConfigDict, workdir: str) -> None:
   config_validation.validate(config)
+  configure_compilation_cache(config.compilation_cache_dir)
   for handler in logging.getLogger().handlers + logging.getLogger("absl").handlers:
     if not any(isinstance(f, _QuietLibraries) for f in handler.filters):
       handler.addFilter(_QuietLibraries())
@@ -130,10 +157,26 @@ JOB_FUNCTIONS = {
 }
 
 
+# Jobs that write checkpoints and logs into the workdir: one at a time.
+# (evaluate and sample only add their own files and may watch a training run.)
+LOCKED_JOBS = ("pretrain_damsm", "train_gan")
+
+
 def run(config: ml_collections.ConfigDict, workdir: str):
-  """Validates the config, sets up the process and runs ``config.job``."""
-  _setup(config, workdir)
-  return JOB_FUNCTIONS[config.job](config, workdir)
+  """Validates the config, sets up the process and runs ``config.job``.
+
+  For the training jobs, a SIGTERM from here on (set-up, imports of the
+  job's modules, data, restore, compiling) is noted by a preemption watcher
+  and honoured before the first step (the job's own watcher inherits it).
+  Training jobs hold the workdir's lock (``workdir_lock.WorkdirLock``,
+  process 0 only) while they run.
+  """
+  training = config.job in LOCKED_JOBS
+  with preemption.PreemptionWatcher(enabled=training):
+    _setup(config, workdir)
+    with workdir_lock.WorkdirLock(
+        workdir, config.job, enabled=training and jax.process_index() == 0):
+      return JOB_FUNCTIONS[config.job](config, workdir)
 
 
 # flax-examples style alias: the default job of a config.

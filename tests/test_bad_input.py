@@ -1,6 +1,7 @@
 """Bad input: each case gets an error naming the file, or the reference's
 handling; ``on_bad_example='skip'`` logs, counts and goes on."""
 
+import json
 import os
 import re
 import shutil
@@ -14,8 +15,12 @@ from configs import dmgan_bird
 from input_pipeline import attngan
 from input_pipeline import errors
 from input_pipeline import pipeline
+from input_pipeline import text as text_lib
 from input_pipeline import tfds_builders
 from t2igan_jax import config_validation
+from t2igan_jax import damsm_pretrain
+from t2igan_jax import json_files
+from t2igan_jax import metric_writer
 from t2igan_jax.errors import ConfigError
 
 CPI = attngan_layout.BIRDS_CAPTIONS_PER_IMAGE
@@ -252,3 +257,95 @@ def test_on_bad_example_config_field():
     config_validation.validate(c)
   with pytest.raises(ValueError, match="config.data.on_bad_example"):
     errors.check_on_bad_example("ignore")
+
+
+# -------------------------------------------- the project's own files, damaged
+
+def _step_lines(*steps):
+  return "".join(json.dumps({"step": s, "loss": 1.0 / s}) + "\n"
+                 for s in steps)
+
+
+def test_garbage_line_in_step_log_is_named_or_dropped_past_the_restore(
+    tmp_path, caplog):
+  path = tmp_path / "losses.jsonl"
+  garbage = "\x00\x00garbage{\n"
+  path.write_text(_step_lines(1, 2) + garbage + _step_lines(3, 4) + '{"ste')
+  # Within the restored steps: named with the line, every restart the same.
+  log = metric_writer.StepLog(str(path), enabled=True)
+  for _ in range(2):
+    with pytest.raises(json_files.DamagedFileError,
+                       match=re.escape(str(path)) + r" line 3 is not a step "
+                       r"record .*delete or fix that line"):
+      log.truncate(4)
+  with pytest.raises(json_files.DamagedFileError, match=r"line 3"):
+    metric_writer.read_step_log(str(path))
+  # Past the restored step: dropped like the lines after it, with a warning.
+  log.truncate(2)
+  assert [r["step"] for r in metric_writer.read_step_log(str(path))] == [1, 2]
+  assert "line 3 is not a step record" in caplog.text
+  assert "past the restored step 2" in caplog.text
+  # A bad line where the restored step's own record should be is kept an
+  # error (it is not past it).
+  path.write_text(_step_lines(1) + garbage + _step_lines(3))
+  with pytest.raises(json_files.DamagedFileError, match=r"line 2"):
+    log.truncate(2)
+  log.truncate(0)  # a fresh start keeps nothing
+  assert not path.read_text()
+
+
+def test_damaged_metrics_json_is_named(tmp_path):
+  path = tmp_path / "metrics.json"
+  metric_writer.append_json_record(str(path), {"step": 1})
+  metric_writer.append_json_record(str(path), {"step": 2})
+  text = path.read_text()
+  path.write_text(text[:len(text) - 9])
+  with pytest.raises(json_files.DamagedFileError,
+                     match=re.escape(str(path)) + r" is damaged: .* at line "
+                     r"\d+ column \d+; move it aside"):
+    metric_writer.append_json_record(str(path), {"step": 3})
+  path.write_text('{"step": 1}')
+  with pytest.raises(json_files.DamagedFileError, match="holds a JSON dict, "
+                     "not a list"):
+    json_files.read_json_records(str(path))
+
+
+def test_damaged_damsm_files_are_named(tmp_path):
+  c = dmgan_bird.get_config("tiny")
+  words = ["<end>", "a", "red", "circle"]
+  vocab = tmp_path / damsm_pretrain.VOCAB_FILE
+  enc = tmp_path / damsm_pretrain.ENCODER_CONFIG_FILE
+  text = json.dumps(text_lib.Vocabulary(words).to_json())
+  vocab.write_text(text[:len(text) // 2])
+  enc.write_text(json.dumps(damsm_pretrain.encoder_config(c)))
+  with pytest.raises(json_files.DamagedFileError,
+                     match=re.escape(str(vocab)) + r" is damaged: .* at line 1 "
+                     r"column \d+; restore it from a copy, or run "
+                     r"job=pretrain_damsm with --workdir="):
+    damsm_pretrain.load_encoders(str(tmp_path))
+  vocab.write_text(json.dumps({"words": words, "fingerprint": "0" * 16}))
+  with pytest.raises(json_files.DamagedFileError,
+                     match=re.escape(str(vocab)) + " is damaged: vocabulary "
+                     "JSON fingerprint"):
+    damsm_pretrain.load_encoders(str(tmp_path))
+  vocab.write_text(text)
+  enc.write_text('{"text_encoder": {"embedding_dim": 32,\n "word_dim": }')
+  with pytest.raises(json_files.DamagedFileError,
+                     match=re.escape(str(enc)) + r" is damaged: Expecting "
+                     r"value at line 2 column 14"):
+    damsm_pretrain.load_encoders(str(tmp_path))
+
+
+def test_damsm_job_with_damaged_metrics_json_stops_before_training(tmp_path):
+  """It died at the first evaluation, after training, before that step's
+  checkpoint; now it stops at start, naming the file."""
+  from configs import damsm_shapes  # pylint: disable=g-import-not-at-top
+  from t2igan_jax import train  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path / "w"
+  workdir.mkdir()
+  (workdir / "metrics.json").write_text('[\n {\n  "step": 4,\n  "test_lo')
+  with pytest.raises(json_files.DamagedFileError,
+                     match=r"metrics\.json is damaged: .* at line 4"):
+    train.run(damsm_shapes.get_config("tiny"), str(workdir))
+  assert not os.path.exists(workdir / "losses.jsonl")
+  assert not os.listdir(workdir / "checkpoints")

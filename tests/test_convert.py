@@ -750,3 +750,44 @@ def test_parse_epoch_and_sibling(tmp_path):
   (tmp_path / "image_encoder100.pth").write_bytes(b"x")
   assert convert.sibling_image_encoder(
       str(tmp_path / "text_encoder100.pth")) == str(tmp_path / "image_encoder100.pth")
+
+
+def test_generator_width_read_from_the_file(tmp_path):
+  """AttnGAN's released generators are narrower (GF_DIM 32 birds, 48 COCO) than
+  the configs (64): the converter reads the width from h_net1.fc.0.weight and
+  names the override, before writing anything."""
+  from t2igan_jax.errors import ConfigError
+  narrow = tiny(attngan_bird, ngf=16)
+  z, sent, words, captions, lengths = text_inputs(narrow)
+  p = Params(seed=3)
+  np_generator(p, narrow, z, sent, words.transpose(0, 2, 1), captions, lengths)
+  path = save_torch(p.sd, tmp_path / "bird_AttnGAN2.pth", False)
+  state = convert.torch_io.load(path)
+  wide = tiny(attngan_bird, ngf=8)
+  with pytest.raises(ConfigError, match=r"bird_AttnGAN2.pth holds a generator of "
+                     r"width GF_DIM 16 .*add --config.model.ngf=16"):
+    convert.convert_generator(state, wide, source=path)
+  with pytest.raises(ConfigError, match=r"--config.model.ngf=16"):
+    convert.convert(wide, str(tmp_path / "w"), netG=path, text_encoder=path)
+  assert not os.path.exists(tmp_path / "w")
+  variables = convert.convert_generator(state, narrow, source=path)
+  np.testing.assert_array_equal(
+      variables["params"]["h_net1"]["fc"]["kernel"], p.sd["h_net1.fc.0.weight"].T)
+
+
+def test_convert_damsm_encoders_only(converted, tmp_path):
+  """Without --netG: only workdir/damsm, which a GAN job on that workdir uses
+  instead of pretraining (the second way the missing-DAMSM error names)."""
+  from t2igan_jax import gan_train
+  cfg = converted["cfg"]
+  workdir = str(tmp_path / "damsm_only")
+  record = convert.convert(cfg, workdir, netG=None,
+                           text_encoder=converted["paths"]["text"])
+  assert record["sources"]["netG"] is None
+  assert sorted(os.listdir(workdir)) == ["damsm"]
+  assert gan_train._resolve_damsm_dir(cfg, workdir) == os.path.join(  # pylint: disable=protected-access
+      workdir, "damsm")
+  with pytest.raises(ValueError, match="--netD needs --netG"):
+    convert.convert(cfg, str(tmp_path / "w"), netG=None,
+                    text_encoder=converted["paths"]["text"],
+                    netD=converted["paths"]["netD"])

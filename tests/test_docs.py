@@ -10,12 +10,24 @@ Checked references, written in backticks in the document:
   default; every same-line ``# ... reference ...`` field of base.py and every
   enumerated field of ``config_validation.CHOICES`` is documented;
 * relative links of README.md and the document resolve to files.
+
+The same reference and link checks run on README.md and every page of docs/,
+plus: backticked repository paths there exist; no user-facing text points
+outside the repository (``../shared``, the design notes ``SPEC*.md``); the
+README opens with exactly the two commands ``make demo`` / ``make test``,
+``.ci/run`` runs the second, the README says what each runs, and the first is
+run here (tiny config) through the Makefile's own recipe.
 """
 
 import ast
 import functools
+import os
 import pathlib
 import re
+import shlex
+import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -25,6 +37,11 @@ from t2igan_jax import config_validation
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "ARCHITECTURE.md"
 README = ROOT / "README.md"
+MAKEFILE = ROOT / "Makefile"
+CI = ROOT / ".ci" / "run"
+PAGES = [README] + sorted((ROOT / "docs").glob("*.md"))
+NOTEBOOK_FILES = [ROOT / "notebooks" / "make_notebook.py",
+                  ROOT / "notebooks" / "t2igan_colab.ipynb"]
 
 CODE_REF = re.compile(r"`((?:[\w.-]+/)*[\w-]+\.py):([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)?)`")
 TEST_REF = re.compile(r"`(tests/(?:[\w-]+/)*test_\w+\.py)::(\w+)`")
@@ -208,7 +225,7 @@ def test_every_enumerated_field_is_mentioned(doc):
 
 
 # --------------------------------------------------------------------- links
-@pytest.mark.parametrize("page", [README, DOC], ids=lambda p: p.name)
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
 def test_relative_links_resolve(page):
   text = page.read_text(encoding="utf-8")
   links = [l for l in LINK.findall(text)
@@ -217,3 +234,177 @@ def test_relative_links_resolve(page):
             if not (page.parent / l.split("#", 1)[0]).exists()]
   assert not broken, f"{page.name}: broken relative links {broken}"
 
+
+
+# ------------------------------------------------- README and docs/ pages
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_page_references_exist(page, base_config):
+  """The code, test and config references of every page exist (the counts
+  are checked on ARCHITECTURE.md above)."""
+  text = page.read_text(encoding="utf-8")
+  # `configs/x.py:tiny` is a config variant (``--config=configs/x.py:tiny``).
+  bad = [f"{p}:{s}" for p, s in set(CODE_REF.findall(text))
+         if not defines(p, s)
+         and not (p.startswith("configs/") and s == "tiny"
+                  and (ROOT / p).is_file())]
+  bad += [f"{p}::{t}" for p, t in set(TEST_REF.findall(text))
+          if not defines(p, t)]
+  for ref in set(CONFIG_REF.findall(text)):
+    try:
+      config_field(base_config, ref)
+    except KeyError as e:
+      bad.append(str(e))
+  assert not bad, f"{page.name} names what does not exist: {sorted(bad)}"
+
+
+# `configs/x.py`, `docs/a/b.txt`, `bench/results/` ...: paths in this repo.
+REPO_PATH = re.compile(
+    r"`((?:configs|docs|tests|t2igan_jax|input_pipeline|bench|notebooks)"
+    r"/[\w./-]*)(?:::?\w[\w.]*)?`")
+
+
+def repo_paths(text: str) -> list[str]:
+  """Backticked repository paths of ``text``, without patterns (* or {})."""
+  return [p for p in REPO_PATH.findall(text) if not re.search(r"[*{<]", p)]
+
+
+def test_repo_path_checker_can_fail():
+  text = ("`configs/base.py`, `docs/example_captions/`, `tests/test_docs.py::x`"
+          " `configs/{a,b}.py` `docs/no_such_file.txt`")
+  assert repo_paths(text) == ["configs/base.py", "docs/example_captions/",
+                              "tests/test_docs.py", "docs/no_such_file.txt"]
+  assert not (ROOT / "docs/no_such_file.txt").exists()
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_backticked_repository_paths_exist(page):
+  text = page.read_text(encoding="utf-8")
+  missing = sorted({p for p in repo_paths(text) if not (ROOT / p).exists()})
+  assert not missing, f"{page.name} names files not in the repository: {missing}"
+
+
+# Pointers outside the repository: the real-data folder beside the clone and
+# the design notes (SPEC.md, SPEC-dmgan.md, "SPEC §4.1", ...) that a clone
+# does not have.
+OUTSIDE = re.compile(r"\.\./shared|shared/(?:data|design)|\bSPEC(?:\b|[-.])")
+
+
+def _user_text_files() -> list[pathlib.Path]:
+  return PAGES + NOTEBOOK_FILES
+
+
+def test_outside_pattern_can_fail():
+  for text in ("see ../shared/data/example_captions/", "SPEC.md §4.1",
+               "(SPEC-dmgan §8.1)", "SPEC §4.1", "in shared/design/"):
+    assert OUTSIDE.search(text), text
+  for text in ("a shared filesystem", "/mnt/shared/tfds", "SPECTRAL", "spec"):
+    assert not OUTSIDE.search(text), text
+
+
+@pytest.mark.parametrize("path", _user_text_files(),
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_user_docs_stand_alone(path):
+  """README, docs/ and the notebook never send readers outside the clone."""
+  lines = path.read_text(encoding="utf-8").splitlines()
+  bad = [f"{i}: {l.strip()}" for i, l in enumerate(lines, 1) if OUTSIDE.search(l)]
+  assert not bad, f"{path.relative_to(ROOT)} points outside the repository:\n" + (
+      "\n".join(bad))
+
+
+def test_messages_of_the_package_stay_in_the_repository():
+  """No error message or docstring of the package points at ../shared."""
+  files = [ROOT / "main.py"] + [
+      f for d in ("t2igan_jax", "input_pipeline", "configs")
+      for f in sorted((ROOT / d).rglob("*.py"))]
+  bad = [str(f.relative_to(ROOT)) for f in files
+         if "../shared" in f.read_text(encoding="utf-8")]
+  assert not bad, f"these files point at ../shared: {bad}"
+
+
+# --------------------------------------------------- the two commands
+def _readme_commands() -> list[str]:
+  """The commands of the README's first code block (comments stripped), which
+  must come before its first section."""
+  text = README.read_text(encoding="utf-8")
+  m = re.search(r"^```(?:bash|sh)?\n(.*?)^```", text, re.S | re.M)
+  assert m, "README.md has no code block"
+  first_section = re.search(r"^## ", text, re.M)
+  assert first_section is None or m.start() < first_section.start(), (
+      "README.md's first code block comes after its first section")
+  return [l.split("#", 1)[0].strip() for l in m.group(1).splitlines()
+          if l.split("#", 1)[0].strip()]
+
+
+def test_readme_opens_with_the_two_commands():
+  assert _readme_commands() == ["make demo", "make test"]
+
+
+def _script_commands(path: pathlib.Path) -> list[str]:
+  return [l.split("#", 1)[0].strip()
+          for l in path.read_text(encoding="utf-8").splitlines()
+          if l.split("#", 1)[0].strip()]
+
+
+def test_ci_runs_the_readme_test_command():
+  test_command = _readme_commands()[1]
+  assert test_command in _script_commands(CI), (
+      f".ci/run does not run the README's test command {test_command!r}")
+  assert "set -euo pipefail" in _script_commands(CI)  # its failure fails CI
+
+
+def _make_dry_run(target: str, **variables) -> list[str]:
+  if shutil.which("make") is None:
+    pytest.skip("make is not installed")
+  args = [f"{k}={v}" for k, v in variables.items()]
+  out = subprocess.run(["make", "-n", "--no-print-directory", target, *args],
+                       cwd=ROOT, capture_output=True, text=True, check=True)
+  return [l for l in out.stdout.splitlines() if l.strip()]
+
+
+def _stated_command(target: str) -> str:
+  """What the README says ``make <target>`` runs: "`make x` runs `cmd`"."""
+  text = " ".join(README.read_text(encoding="utf-8").split())
+  m = re.search(rf"`make {target}` runs `([^`]+)`", text)
+  assert m, f"README.md does not say what `make {target}` runs"
+  return m.group(1)
+
+
+@pytest.mark.parametrize("target", ["demo", "test"])
+def test_readme_says_what_each_command_runs(target, tmp_path):
+  """The README's "`make demo` runs `python main.py ...`" is the Makefile's
+  last recipe line (with an installed venv; its python called `python`)."""
+  venv = tmp_path / "venv"
+  venv.mkdir()
+  for stamp in (".installed-project", ".installed", ".installed-test"):
+    (venv / stamp).touch()   # newer than requirements.txt: nothing to install
+  lines = _make_dry_run(target, VENV=venv)
+  assert len(lines) == 1, f"make -n {target} would also run {lines[:-1]}"
+  run = lines[-1].replace(f"{venv}/bin/python", "python", 1)
+  stated = _stated_command(target)
+  assert run == stated or run.startswith(stated + " "), (
+      f"README says `make {target}` runs {stated!r}; the Makefile runs {run!r}")
+
+
+@pytest.mark.slow
+def test_readme_demo_command_runs(tmp_path):
+  """``make demo`` itself (its recipe, this interpreter as the venv's python)
+  on the tiny variant of the README's config trains the DAMSM and the GAN."""
+  if shutil.which("make") is None:
+    pytest.skip("make is not installed")
+  from main_process import subprocess_env  # pylint: disable=g-import-not-at-top
+  stated = shlex.split(_stated_command("demo"))
+  config = next(a.split("=", 1)[1] for a in stated if a.startswith("--config="))
+  venv, workdir = tmp_path / "venv", tmp_path / "demo"
+  venv.mkdir()
+  for stamp in (".installed-project", ".installed"):
+    (venv / stamp).touch()
+  env = subprocess_env(os.environ["JAX_COMPILATION_CACHE_DIR"], devices=1)
+  run = subprocess.run(
+      ["make", "--no-print-directory", "demo", f"VENV={venv}",
+       f"PY={sys.executable}", f"CONFIG={config}:tiny", f"WORKDIR={workdir}"],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+  assert f"main.py --config={config}:tiny" in run.stdout
+  assert (workdir / "damsm" / "checkpoints").is_dir(), sorted(workdir.iterdir())
+  steps = sorted(p.name for p in (workdir / "checkpoints").iterdir())
+  assert steps and steps[-1].isdigit() and int(steps[-1]) > 0, steps

@@ -145,12 +145,16 @@ def test_fid_off_and_raw_generator_weights(evaluated):
   assert result["r_precision_per_fold"] == full["r_precision_per_fold"]
   assert result["is_mean"] == pytest.approx(full["is_mean"], rel=1e-5)
   assert result["generator_weights"] == full["generator_weights"] == "ema"
+  # dmgan_shapes trains a bias-corrected EMA (gan.ema_debias); 'ema' says so.
+  assert result["generator_weights_used"] == "ema_debiased"
+  assert "bias-corrected" in result["generator_weights_description"]
   with open(os.path.join(workdir, "eval_4.json")) as f:
     assert json.load(f)["fid"] is None
 
   c.sample.weights = "raw"          # the same evaluator, the raw generator
   raw_result = ev.run(4)
   assert raw_result["generator_weights"] == "raw"
+  assert raw_result["generator_weights_used"] == "raw"
   with open(os.path.join(workdir, "eval_4_raw.json")) as f:
     assert json.load(f)["generator_weights"] == "raw"
   with open(os.path.join(workdir, "eval_4.json")) as f:

@@ -332,3 +332,28 @@ def test_fid_of_real_photos_self_and_shifted(fid_weights, shared_data):
   assert moved > 1.0
   mu_dir, _ = fid.statistics_of_directory(folder, fn, batch_size=5, image_size=96)
   np.testing.assert_allclose(mu_dir[:64], mu, rtol=1e-6)
+
+
+def test_native_size_route_of_mixed_size_folder(tmp_path):
+  """image_size=None: photos of different sizes, each resized on its own from its
+  native size with the network's half-pixel bilinear (pytorch-fid's route),
+  equal to feeding each photo alone to a network that resizes to 299."""
+  rng = np.random.default_rng(11)
+  sizes = [(7, 5), (13, 11), (4, 9), (7, 5)]
+  for i, (h, w) in enumerate(sizes):
+    Image.fromarray(rng.integers(0, 256, (h, w, 3), np.uint8)).save(
+        tmp_path / f"{i}.png")
+
+  def feature_fn(images):  # the network's own resize, then a cheap "feature"
+    x = inc.resize_bilinear(jax.numpy.asarray(images), 299, "half_pixel")
+    return x[:, ::37, ::41, :].reshape(x.shape[0], -1)
+
+  feats = fid.features_of_directory(str(tmp_path), feature_fn, batch_size=3)
+  alone = np.concatenate([
+      np.asarray(feature_fn(fid.read_image(str(tmp_path / f"{i}.png"))[None]
+                            / 127.5 - 1.0)) for i in range(len(sizes))])
+  np.testing.assert_allclose(feats, alone, rtol=1e-5, atol=1e-5)
+  mu, sigma = fid.statistics_of_directory(str(tmp_path), feature_fn, batch_size=3)
+  assert mu.shape == (feats.shape[1],) and np.all(np.isfinite(sigma))
+  # The project's route (PIL to a square first) still works on the same folder.
+  assert fid.features_of_directory(str(tmp_path), feature_fn, 3, 8).shape == feats.shape

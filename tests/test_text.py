@@ -1,10 +1,12 @@
 """Tokeniser, vocabulary and caption fitting (SPEC-dmgan §7.2, §7.3, §7.6)."""
 
 import json
+import re
 
 import numpy as np
 import pytest
 
+from input_pipeline import errors
 from input_pipeline import text
 
 
@@ -36,10 +38,19 @@ def test_read_caption_file_skips_and_limits(tmp_path):
     text.read_caption_file(path, 5)
 
 
-def test_read_caption_file_bad_bytes_become_fffd(tmp_path):
-  path = tmp_path / "bad.txt"
-  path.write_bytes(b"red\xff\xfewing\n")  # two invalid bytes -> U+FFFD U+FFFD
+def test_read_caption_file_stored_fffd_and_bad_bytes(tmp_path):
+  path = tmp_path / "ok.txt"
+  # U+FFFD U+FFFD stored in the file (as in the reference data) -> a space.
+  path.write_text("red\ufffd\ufffdwing\n", encoding="utf-8")
   assert text.read_caption_file(path, 1) == [["red", "wing"]]
+  # Bytes that are not UTF-8: refused naming the file (the reference's
+  # strict decode fails too), not turned into words.
+  path = tmp_path / "bad.txt"
+  path.write_bytes(b"a red bird\nred\xff\xfewing\n")
+  with pytest.raises(errors.BadExampleError,
+                     match=re.escape(str(path)) + r" is not UTF-8 text: byte "
+                     r"b'\\xff' at offset 14 \(line 2\)"):
+    text.read_caption_file(path, 1)
 
 
 # --------------------------------------------------------------- vocabulary

@@ -265,3 +265,153 @@ def test_refuses_arbitrary_globals(tmp_path, zip_format):
   with pytest.raises(CheckpointError, match="evil.pth.*mkdir"):
     torch_io.load(evil)
   assert not marker.exists()
+
+
+# ------------------------------------- torchvision's Inception-v3 weights file
+def _basic(name, cin, cout, kh, kw=None):
+  """BasicConv2d: conv (no bias) + BatchNorm(eps 1e-3)."""
+  kw = kh if kw is None else kw
+  return {f"{name}.conv.weight": (cout, cin, kh, kw),
+          **{f"{name}.bn.{leaf}": (cout,) for leaf in
+             ("weight", "bias", "running_mean", "running_var")}}
+
+
+def _inception_a(n, cin, pool):
+  return {**_basic(f"{n}.branch1x1", cin, 64, 1),
+          **_basic(f"{n}.branch5x5_1", cin, 48, 1),
+          **_basic(f"{n}.branch5x5_2", 48, 64, 5),
+          **_basic(f"{n}.branch3x3dbl_1", cin, 64, 1),
+          **_basic(f"{n}.branch3x3dbl_2", 64, 96, 3),
+          **_basic(f"{n}.branch3x3dbl_3", 96, 96, 3),
+          **_basic(f"{n}.branch_pool", cin, pool, 1)}
+
+
+def _inception_c(n, c7):
+  return {**_basic(f"{n}.branch1x1", 768, 192, 1),
+          **_basic(f"{n}.branch7x7_1", 768, c7, 1),
+          **_basic(f"{n}.branch7x7_2", c7, c7, 1, 7),
+          **_basic(f"{n}.branch7x7_3", c7, 192, 7, 1),
+          **_basic(f"{n}.branch7x7dbl_1", 768, c7, 1),
+          **_basic(f"{n}.branch7x7dbl_2", c7, c7, 7, 1),
+          **_basic(f"{n}.branch7x7dbl_3", c7, c7, 1, 7),
+          **_basic(f"{n}.branch7x7dbl_4", c7, c7, 7, 1),
+          **_basic(f"{n}.branch7x7dbl_5", c7, 192, 1, 7),
+          **_basic(f"{n}.branch_pool", 768, 192, 1)}
+
+
+def _inception_e(n, cin):
+  return {**_basic(f"{n}.branch1x1", cin, 320, 1),
+          **_basic(f"{n}.branch3x3_1", cin, 384, 1),
+          **_basic(f"{n}.branch3x3_2a", 384, 384, 1, 3),
+          **_basic(f"{n}.branch3x3_2b", 384, 384, 3, 1),
+          **_basic(f"{n}.branch3x3dbl_1", cin, 448, 1),
+          **_basic(f"{n}.branch3x3dbl_2", 448, 384, 3),
+          **_basic(f"{n}.branch3x3dbl_3a", 384, 384, 1, 3),
+          **_basic(f"{n}.branch3x3dbl_3b", 384, 384, 3, 1),
+          **_basic(f"{n}.branch_pool", cin, 192, 1)}
+
+
+def torchvision_inception_v3_shapes():
+  """Key -> shape of torchvision's ``inception_v3(aux_logits=True)`` state dict
+  (``inception_v3_google-*.pth``), from the Inception-v3 architecture."""
+  shapes = {
+      **_basic("Conv2d_1a_3x3", 3, 32, 3), **_basic("Conv2d_2a_3x3", 32, 32, 3),
+      **_basic("Conv2d_2b_3x3", 32, 64, 3), **_basic("Conv2d_3b_1x1", 64, 80, 1),
+      **_basic("Conv2d_4a_3x3", 80, 192, 3),
+      **_inception_a("Mixed_5b", 192, 32), **_inception_a("Mixed_5c", 256, 64),
+      **_inception_a("Mixed_5d", 288, 64),
+      **_basic("Mixed_6a.branch3x3", 288, 384, 3),
+      **_basic("Mixed_6a.branch3x3dbl_1", 288, 64, 1),
+      **_basic("Mixed_6a.branch3x3dbl_2", 64, 96, 3),
+      **_basic("Mixed_6a.branch3x3dbl_3", 96, 96, 3),
+      **_inception_c("Mixed_6b", 128), **_inception_c("Mixed_6c", 160),
+      **_inception_c("Mixed_6d", 160), **_inception_c("Mixed_6e", 192),
+      **_basic("AuxLogits.conv0", 768, 128, 1),
+      **_basic("AuxLogits.conv1", 128, 768, 5),
+      "AuxLogits.fc.weight": (1000, 768), "AuxLogits.fc.bias": (1000,),
+      **_basic("Mixed_7a.branch3x3_1", 768, 192, 1),
+      **_basic("Mixed_7a.branch3x3_2", 192, 320, 3),
+      **_basic("Mixed_7a.branch7x7x3_1", 768, 192, 1),
+      **_basic("Mixed_7a.branch7x7x3_2", 192, 192, 1, 7),
+      **_basic("Mixed_7a.branch7x7x3_3", 192, 192, 7, 1),
+      **_basic("Mixed_7a.branch7x7x3_4", 192, 192, 3),
+      **_inception_e("Mixed_7b", 1280), **_inception_e("Mixed_7c", 2048),
+      "fc.weight": (1000, 2048), "fc.bias": (1000,),
+  }
+  for key in [k for k in shapes if k.endswith(".bn.running_var")]:
+    shapes[key.replace("running_var", "num_batches_tracked")] = ()
+  return shapes
+
+
+@pytest.fixture(scope="module")
+def torchvision_inception_file(tmp_path_factory):
+  """inception_v3_google-0cc3c7bd.pth as torch writes it: random tensors of
+  the reference shapes (int64 num_batches_tracked, positive running_var)."""
+  g = torch.Generator().manual_seed(0)
+  sd = collections.OrderedDict()
+  for key, shape in torchvision_inception_v3_shapes().items():
+    if key.endswith("num_batches_tracked"):
+      sd[key] = torch.tensor(0, dtype=torch.int64)
+    elif key.endswith("running_var"):
+      sd[key] = torch.rand(shape, generator=g) + 0.5
+    else:
+      sd[key] = torch.randn(shape, generator=g) * 0.01
+  path = tmp_path_factory.mktemp("tv") / "inception_v3_google-0cc3c7bd.pth"
+  torch.save(sd, path)
+  return str(path), sd
+
+
+def test_torchvision_inception_weights_as_downloaded(torchvision_inception_file):
+  """config.image_encoder.trunk_weights takes the .pth users download: 94
+  convs and their BatchNorms land in the trunk; AuxLogits and fc are skipped."""
+  from t2igan_jax.models import image_encoder
+  path, sd = torchvision_inception_file
+  assert len(sd) == 94 * 6 + 2 * 6 + 4
+  params, stats = image_encoder.read_trunk_weights(path)
+  kernels = [leaf for p, leaf in jax_leaves(params) if p[-1] == "kernel"]
+  assert len(kernels) == 94
+  np.testing.assert_array_equal(
+      params["Mixed_6b"]["branch7x7_2"]["conv"]["kernel"],
+      sd["Mixed_6b.branch7x7_2.conv.weight"].numpy().transpose(2, 3, 1, 0))
+  np.testing.assert_array_equal(params["Conv2d_1a_3x3"]["bn"]["scale"],
+                                sd["Conv2d_1a_3x3.bn.weight"].numpy())
+  np.testing.assert_array_equal(stats["Mixed_7c"]["branch_pool"]["bn"]["var"],
+                                sd["Mixed_7c.branch_pool.bn.running_var"].numpy())
+  assert "AuxLogits" not in params and "fc" not in params
+
+
+def test_wrong_trunk_weights_file_is_named(torchvision_inception_file, tmp_path):
+  from t2igan_jax.models import image_encoder
+  _, sd = torchvision_inception_file
+  cut = collections.OrderedDict(
+      (k, v) for k, v in sd.items() if not k.startswith("Mixed_7c."))
+  path = tmp_path / "resnet50.pth"
+  torch.save(cut, path)
+  with pytest.raises(CheckpointError, match=r"resnet50.pth is not torchvision's "
+                     r"Inception-v3 state dict.*missing keys.*Mixed_7c"):
+    image_encoder.read_trunk_weights(str(path))
+  with pytest.raises(FileNotFoundError, match="inception_v3_google-0cc3c7bd.pth"):
+    image_encoder.read_trunk_weights(str(tmp_path / "none.pth"))
+
+
+def jax_leaves(tree):
+  import jax  # pylint: disable=g-import-not-at-top
+  return [(tuple(k.key for k in path), leaf) for path, leaf in
+          jax.tree_util.tree_flatten_with_path(tree)[0]]
+
+
+def test_damsm_pretraining_takes_the_download(torchvision_inception_file):
+  """damsm_pretrain puts the downloaded trunk under params['image_encoder']."""
+  from configs import damsm_bird
+  from t2igan_jax import damsm_pretrain
+  path, sd = torchvision_inception_file
+  config = damsm_bird.get_config()
+  config.image_encoder.trunk_weights = path
+  state = damsm_pretrain.DamsmState(
+      step=0, params={"text_encoder": {}, "image_encoder": {"emb_cnn_code": {}}},
+      batch_stats={}, opt_state={}, rng=None, nonfinite_skipped=0)
+  state = damsm_pretrain.load_trunk_weights(config, state)
+  assert set(state.params["image_encoder"]) == {"emb_cnn_code", "trunk"}
+  np.testing.assert_array_equal(
+      state.batch_stats["trunk"]["Mixed_5b"]["branch1x1"]["bn"]["mean"],
+      sd["Mixed_5b.branch1x1.bn.running_mean"].numpy())

@@ -118,7 +118,7 @@ def _read_classifier_state(protocol: str, weights_path: str) -> dict[str, np.nda
   if not weights_path:
     raise FileNotFoundError(
         f"Inception Score ({protocol}): no classifier weights given (empty path); "
-        f"provide {what}. No PyPI package ships these weights (SPEC-eval §0).")
+        f"provide {what}. No PyPI package ships these weights.")
   path = os.fspath(weights_path)
   if not os.path.isfile(path):
     raise FileNotFoundError(

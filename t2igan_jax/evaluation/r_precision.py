@@ -17,7 +17,9 @@ Fold slicing (``fold_slicing``):
 The returned dict states which one was used.
 
 Pieces, usable on their own: :func:`cosine_scores`, :func:`retrieval_hits`
-(candidates given per image, own caption first), :func:`draw_mismatched`
+(candidates given per image, own caption first), :func:`pooled_hits` (the
+same for candidates drawn from a pool, in chunks of bounded memory),
+:func:`draw_mismatched`
 (candidate indices of other classes from an encoded pool), :func:`fold_statistics`.
 :func:`r_precision` chains them for a pool of encoded candidate captions.
 The DAMSM pretraining's validation top-1 (``damsm_pretrain.retrieval_top1``)
@@ -29,6 +31,10 @@ from typing import Any
 import numpy as np
 
 FOLD_SLICINGS = ("full", "reference")
+# Bytes of one chunk's float64 candidate codes in :func:`pooled_hits`: the
+# [N, C, D] candidates are never built whole (30,000 x 100 x 256 float64 would
+# be 6 GB), only [chunk, C, D] at a time.
+CHUNK_BYTES = 32 * 2**20
 
 
 def cosine_scores(image_codes: np.ndarray, candidate_codes: np.ndarray) -> np.ndarray:
@@ -47,6 +53,36 @@ def retrieval_hits(image_codes: np.ndarray, candidate_codes: np.ndarray) -> np.n
   """bool [N]: the own caption (candidate 0) has the highest cosine (ties win)."""
   scores = cosine_scores(image_codes, candidate_codes)
   return scores[:, 0] >= scores[:, 1:].max(axis=1, initial=-np.inf)
+
+
+def default_chunk_size(num_candidates: int, dim: int) -> int:
+  """Images per chunk so that a chunk's float64 candidates take CHUNK_BYTES."""
+  return max(1, CHUNK_BYTES // (8 * num_candidates * max(dim, 1)))
+
+
+def pooled_hits(image_codes: np.ndarray, own_sent_codes: np.ndarray,
+                pool: np.ndarray, mismatched: np.ndarray,
+                chunk_size: int | None = None) -> np.ndarray:
+  """bool [N]: :func:`retrieval_hits` with candidates ``[own_i, pool[m_i]]``.
+
+  The same numbers as building the [N, C, D] candidates at once, computed
+  ``chunk_size`` images at a time (default :func:`default_chunk_size`), so
+  memory stays bounded for any N: each image's cosines depend only on its
+  own row.
+  """
+  v = np.asarray(image_codes)
+  own = np.asarray(own_sent_codes)
+  idx = np.asarray(mismatched)
+  n = v.shape[0]
+  chunk = int(chunk_size or default_chunk_size(idx.shape[1] + 1, v.shape[1]))
+  if chunk < 1:
+    raise ValueError(f"pooled_hits: chunk_size must be >= 1, got {chunk_size}")
+  hits = np.empty((n,), bool)
+  for start in range(0, n, chunk):
+    rows = slice(start, start + chunk)
+    candidates = np.concatenate([own[rows, None, :], pool[idx[rows]]], axis=1)
+    hits[rows] = retrieval_hits(v[rows], candidates)
+  return hits
 
 
 def draw_mismatched(image_class_ids: np.ndarray, candidate_class_ids: np.ndarray,
@@ -99,7 +135,8 @@ def r_precision(image_codes: np.ndarray, own_sent_codes: np.ndarray,
                 candidate_sent_codes: np.ndarray, candidate_class_ids: np.ndarray,
                 image_class_ids: np.ndarray, *, num_candidates: int = 100,
                 folds: int = 10, fold_slicing: str = "full",
-                rng: np.random.Generator) -> dict[str, Any]:
+                rng: np.random.Generator,
+                chunk_size: int | None = None) -> dict[str, Any]:
   """R-precision (top-1 of ``num_candidates``) with folds.
 
   Args:
@@ -113,6 +150,8 @@ def r_precision(image_codes: np.ndarray, own_sent_codes: np.ndarray,
     folds: 10.
     fold_slicing: 'full' (default) or 'reference' (module docstring).
     rng: draws the mismatches (:func:`draw_mismatched`), then shuffles the hits.
+    chunk_size: images scored at a time (:func:`pooled_hits`; the result does
+      not depend on it).
 
   Returns:
     ``{'mean', 'std', 'per_fold', 'fold_slicing', 'fold_size', 'num_images',
@@ -128,8 +167,7 @@ def r_precision(image_codes: np.ndarray, own_sent_codes: np.ndarray,
     raise ValueError("r_precision: class ids must have one entry per pool caption "
                      "and per image")
   idx = draw_mismatched(image_class_ids, candidate_class_ids, num_candidates - 1, rng)
-  candidates = np.concatenate([own[:, None, :], pool[idx]], axis=1)
-  hits = retrieval_hits(v, candidates)
+  hits = pooled_hits(v, own, pool, idx, chunk_size=chunk_size)
   mean, std, per_fold = fold_statistics(hits, folds, fold_slicing, rng)
   n = hits.shape[0] // folds
   size = n - 1 if fold_slicing == "reference" else n

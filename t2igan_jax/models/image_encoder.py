@@ -29,6 +29,7 @@ Backbones (``config.image_encoder.backbone``):
 """
 
 import functools
+import os
 from typing import Any, Mapping
 
 import flax.linen as nn
@@ -36,6 +37,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from t2igan_jax import torch_io
+from t2igan_jax.errors import CheckpointError
 from t2igan_jax.models.inception import (BasicConv2d, InceptionTrunk,
                                          resize_bilinear_align_corners)
 from t2igan_jax.models.text_encoder import symmetric_uniform
@@ -224,6 +227,51 @@ def load_inception_trunk(state: Any, *,
   if bad:
     raise ValueError("Inception trunk state dict: shape mismatch for " + "; ".join(bad))
   return out["params"], out["batch_stats"]
+
+
+# torchvision's ImageNet Inception-v3 weights (what AttnGAN's CNN_ENCODER
+# loads; torchvision's Inception_V3_Weights.IMAGENET1K_V1 downloads the same
+# layout as inception_v3_google-0cc3c7bd.pth).
+TORCHVISION_INCEPTION_URL = (
+    "https://download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth")
+
+
+def read_trunk_weights(path: str) -> tuple[dict, dict]:
+  """``(params, batch_stats)`` of the Inception trunk from a weights file.
+
+  ``path``: torchvision's state dict as downloaded
+  (``inception_v3_google-*.pth``, read without torch by
+  ``t2igan_jax.torch_io``; its ``AuxLogits.*`` and ``fc.*`` are skipped), or
+  an ``.npz`` of arrays under the same torchvision names.
+
+  Raises:
+    FileNotFoundError: no file at ``path``.
+    CheckpointError: the file is not such a state dict (names the file and
+      the first missing/unexpected keys or shape mismatches).
+  """
+  if not os.path.isfile(path):
+    raise FileNotFoundError(
+        f"config.image_encoder.trunk_weights={path!r}: no such file (download "
+        f"{TORCHVISION_INCEPTION_URL})")
+  if path.endswith(".npz"):
+    try:
+      with np.load(path) as f:
+        state = {k: f[k] for k in f.files}
+    except (OSError, ValueError) as e:
+      raise CheckpointError(f"{path} is not a readable .npz: {e}") from e
+  else:
+    state = torch_io.load(path)
+  state = {k[len("module."):] if k.startswith("module.") else k: v
+           for k, v in state.items()}
+  try:
+    return load_inception_trunk(state)
+  except (KeyError, ValueError) as e:
+    msg = str(e.args[0]) if e.args else str(e)
+    if len(msg) > 600:
+      msg = msg[:600] + " ..."
+    raise CheckpointError(
+        f"{path} is not torchvision's Inception-v3 state dict "
+        f"({TORCHVISION_INCEPTION_URL}): {msg}") from e
 
 
 def export_inception_trunk(params: Mapping, batch_stats: Mapping) -> dict[str, np.ndarray]:
