@@ -10,7 +10,21 @@ Colab and the tests run exactly the same code.
 """
 
 import logging as std_logging
+import signal
 import sys
+
+# SIGTERM before the job's preemption watcher exists (imports, flag parsing)
+# only records the notice; main() then stops before doing anything.
+_EARLY_SIGTERM = []
+
+
+def _record_sigterm(signum, frame):
+  del frame
+  _EARLY_SIGTERM.append(signum)
+
+
+if __name__ == "__main__":
+  signal.signal(signal.SIGTERM, _record_sigterm)
 
 from absl import app
 from absl import flags
@@ -26,6 +40,15 @@ config_flags.DEFINE_config_file(
 flags.DEFINE_bool("print_config", False, "Print every field of --config "
                   "(after the overrides) with its value and exit.")
 
+def _stop_if_terminated_early() -> None:
+  if _EARLY_SIGTERM:
+    logging.warning("preempted during start-up (SIGTERM while loading); "
+                    "nothing was run or saved; exiting 0")
+    sys.exit(0)
+  # From here on train.run's preemption watcher handles SIGTERM.
+  if signal.getsignal(signal.SIGTERM) is _record_sigterm:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
 
 def main(argv):
   if len(argv) > 1:
@@ -35,6 +58,7 @@ def main(argv):
   from t2igan_jax import errors  # pylint: disable=g-import-not-at-top
   logging.get_absl_handler().setFormatter(
       std_logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+  _stop_if_terminated_early()
   try:
     config = FLAGS.config
     config.job  # pylint: disable=pointless-statement  (forces the load)
@@ -48,8 +72,13 @@ def main(argv):
     sys.exit(f"error: {e}")
   if isinstance(result, dict) and result.get("preempted"):
     # A clean exit (status 0): the checkpoint of the last step is committed.
-    logging.warning("preempted after step %s; checkpoint saved, exiting 0",
-                    result.get("step"))
+    if result.get("before_first_step"):
+      logging.warning("preempted before the first step; nothing new saved "
+                      "(newest checkpoint: step %s), exiting 0",
+                      result.get("step"))
+    else:
+      logging.warning("preempted after step %s; checkpoint saved, exiting 0",
+                      result.get("step"))
 
 
 def _parse_flags_or_exit(argv):

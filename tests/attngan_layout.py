@@ -33,6 +33,14 @@ BIRDS_CAPTIONS_PER_IMAGE = 10
 COCO_CAPTIONS_PER_IMAGE = 1
 BIRDS_TRAIN_CLASSES = ("024", "191")
 COCO_NUM_TRAIN = 8
+# Two real CUB keys of the shared sample (test split / train split).
+ALBATROSS = "001.Black_footed_Albatross/Black_Footed_Albatross_0090_796077"
+CORMORANT = "024.Red_faced_Cormorant/Red_Faced_Cormorant_0042_796277"
+
+
+def image_path(root: pathlib.Path, key: str) -> pathlib.Path:
+  """Where the birds layout under ``root`` keeps the image of ``key``."""
+  return root / "CUB_200_2011" / "images" / f"{key}.jpg"
 
 
 def _dump(obj, path: pathlib.Path) -> None:

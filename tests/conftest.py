@@ -40,3 +40,10 @@ def shared_data() -> pathlib.Path:
     pytest.skip(f"real test data not found at {SHARED_DATA} "
                 "(set T2I_SHARED_DATA to its location)")
   return SHARED_DATA
+
+
+@pytest.fixture
+def birds(shared_data, tmp_path):
+  """A small CUB tree in AttnGAN's layout, made from the shared sample."""
+  import attngan_layout  # pylint: disable=g-import-not-at-top
+  return attngan_layout.make_birds_layout(shared_data, tmp_path / "birds")

@@ -16,6 +16,7 @@ import os
 import jax
 import numpy as np
 
+from configs import damsm_shapes
 from configs import dmgan_shapes
 from t2igan_jax import checkpointing
 from t2igan_jax import damsm_pretrain
@@ -25,6 +26,23 @@ from t2igan_jax import train
 N_WORDS = 40      # vocabulary size of the random batches and encoders
 NUM_CLASSES = 6   # class ids of the random batches
 
+
+
+def tiny_damsm_config(**overrides):
+  """configs/damsm_shapes.py:tiny on one device, 4 epochs, a checkpoint per
+  step; ``overrides`` maps dotted field paths to values."""
+  c = damsm_shapes.get_config("tiny")
+  c.num_devices = 1
+  c.damsm.epochs = 4
+  c.checkpoint_every_steps = 1
+  c.keep_checkpoints = 10
+  for k, v in overrides.items():
+    node = c
+    *parents, leaf = k.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = v
+  return c
 
 def write_untrained_damsm(config, workdir):
   """A DAMSM workdir with freshly initialised encoders (no pretraining).
@@ -92,3 +110,15 @@ def untrained_gan(config):
                                          jax.random.key(1))
   enc = gan_train.Encoders.from_damsm_state(dstate)
   return gan_train.GanModels(config, text_model, image_model), enc
+
+
+class CompileCounter:
+  """Counts XLA compilations (JAX's backend-compile duration events)."""
+
+  def __init__(self):
+    self.count = 0
+
+  def __call__(self, event, duration, **kwargs):
+    del duration, kwargs
+    if event == "/jax/core/compile/backend_compile_duration":
+      self.count += 1

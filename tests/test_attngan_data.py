@@ -19,11 +19,6 @@ CPI = attngan_layout.BIRDS_CAPTIONS_PER_IMAGE
 
 
 @pytest.fixture
-def birds(shared_data, tmp_path):
-  return attngan_layout.make_birds_layout(shared_data, tmp_path / "birds")
-
-
-@pytest.fixture
 def coco(shared_data, tmp_path):
   return attngan_layout.make_coco_layout(shared_data, tmp_path / "coco")
 

@@ -24,17 +24,9 @@ from t2igan_jax import metric_writer
 from t2igan_jax.errors import ConfigError
 
 CPI = attngan_layout.BIRDS_CAPTIONS_PER_IMAGE
-ALBATROSS = "001.Black_footed_Albatross/Black_Footed_Albatross_0090_796077"
-CORMORANT = "024.Red_faced_Cormorant/Red_Faced_Cormorant_0042_796277"
-
-
-@pytest.fixture
-def birds(shared_data, tmp_path):
-  return attngan_layout.make_birds_layout(shared_data, tmp_path / "birds")
-
-
-def _image(root, key):
-  return root / "CUB_200_2011" / "images" / f"{key}.jpg"
+ALBATROSS = attngan_layout.ALBATROSS
+CORMORANT = attngan_layout.CORMORANT
+_image = attngan_layout.image_path
 
 
 def _iterator(src, **kw):

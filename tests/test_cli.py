@@ -8,6 +8,8 @@ import sys
 import jax
 import pytest
 
+import gan_fixtures
+
 import configs
 from configs import base
 from configs import damsm_shapes
@@ -207,15 +209,7 @@ def test_input_path_of_the_job_must_exist(tmp_path):
     config_validation.validate(c)
 
 
-class _CompileCounter:
-
-  def __init__(self):
-    self.count = 0
-
-  def __call__(self, event, duration, **kwargs):
-    del duration, kwargs
-    if event == "/jax/core/compile/backend_compile_duration":
-      self.count += 1
+_CompileCounter = gan_fixtures.CompileCounter
 
 
 def test_intervals_are_refused_before_compiling(tmp_path):

@@ -21,17 +21,9 @@ from input_pipeline import pipeline
 from t2igan_jax import damsm_pretrain
 
 CPI = attngan_layout.BIRDS_CAPTIONS_PER_IMAGE
-ALBATROSS = "001.Black_footed_Albatross/Black_Footed_Albatross_0090_796077"
-CORMORANT = "024.Red_faced_Cormorant/Red_Faced_Cormorant_0042_796277"
-
-
-@pytest.fixture
-def birds(shared_data, tmp_path):
-  return attngan_layout.make_birds_layout(shared_data, tmp_path / "birds")
-
-
-def _image(root, key):
-  return root / "CUB_200_2011" / "images" / f"{key}.jpg"
+ALBATROSS = attngan_layout.ALBATROSS
+CORMORANT = attngan_layout.CORMORANT
+_image = attngan_layout.image_path
 
 
 def _train_keys(root):

@@ -26,6 +26,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+import gan_fixtures
 from gan_fixtures import write_untrained_damsm
 from main_process import ROOT, Run, subprocess_env
 
@@ -67,16 +68,7 @@ def _steps(ckpt_dir):
   return sorted(int(x) for x in os.listdir(ckpt_dir) if x.isdigit())
 
 
-class _CompileCounter:
-  """Counts XLA compilations (JAX's backend-compile duration events)."""
-
-  def __init__(self):
-    self.count = 0
-
-  def __call__(self, event, duration, **kwargs):
-    del duration, kwargs
-    if event == "/jax/core/compile/backend_compile_duration":
-      self.count += 1
+_CompileCounter = gan_fixtures.CompileCounter
 
 
 @pytest.fixture
@@ -357,19 +349,7 @@ def test_execution_only_model_fields_do_not_block_a_resume(tmp_path):
 
 
 # ------------------------------------------------- configs and workdir
-def _damsm_config(**overrides):
-  c = damsm_shapes.get_config("tiny")
-  c.num_devices = 1
-  c.damsm.epochs = 4
-  c.checkpoint_every_steps = 1
-  c.keep_checkpoints = 10
-  for k, v in overrides.items():
-    node = c
-    *parents, leaf = k.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = v
-  return c
+_damsm_config = gan_fixtures.tiny_damsm_config
 
 
 def test_unknown_field_and_wrong_type_are_refused(tmp_path, compile_counter):

@@ -22,11 +22,11 @@ import jax
 import numpy as np
 import pytest
 
+import gan_fixtures
 from gan_fixtures import write_untrained_damsm
 from main_process import ROOT
 
 from configs import base
-from configs import damsm_shapes
 from configs import dmgan_shapes
 from t2igan_jax import checkpointing
 from t2igan_jax import damsm_pretrain
@@ -73,19 +73,7 @@ def _edit_json(path, fn):
     json.dump(obj, f)
 
 
-def _damsm_config(**overrides):
-  c = damsm_shapes.get_config("tiny")
-  c.num_devices = 1
-  c.damsm.epochs = 4
-  c.checkpoint_every_steps = 1
-  c.keep_checkpoints = 10
-  for k, v in overrides.items():
-    node = c
-    *parents, leaf = k.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = v
-  return c
+_damsm_config = gan_fixtures.tiny_damsm_config
 
 
 def _tree_files(directory):
@@ -310,6 +298,22 @@ def test_sigterm_during_startup_stops_before_the_first_step(tmp_path,
       d for d in os.listdir(ckpt_dir) if d.isdigit()]
   assert not metric_writer.read_step_log(os.path.join(workdir,
                                                       "losses.jsonl"))
+
+
+def test_sigterm_while_main_loads_exits_0_with_a_message(tmp_path):
+  """A SIGTERM one second after start lands while main.py imports JAX (or,
+  on a fast machine, during set-up): either way a clean exit 0 that says it
+  was preempted before running anything (today's main: status 143, silent)."""
+  proc = subprocess.Popen(
+      [sys.executable, os.path.join(ROOT, "main.py"),
+       "--config=configs/damsm_shapes.py:tiny", "--config.num_devices=1",
+       f"--workdir={tmp_path / 'w'}"], cwd=ROOT, stdout=subprocess.PIPE,
+      stderr=subprocess.STDOUT, text=True)
+  time.sleep(1.0)
+  proc.send_signal(signal.SIGTERM)
+  out, _ = proc.communicate(timeout=300)
+  assert proc.returncode == 0, out[-2000:]
+  assert "preempted during start-up" in out, out[-2000:]
 
 
 # --------------------------- 9. a failed save is one line, no tracebacks
