@@ -75,18 +75,18 @@ def _config(name: str):
 def bench_generator(name: str, batches: list[int], reps: int) -> dict[str, Any]:
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from t2igan_jax import damsm_pretrain  # pylint: disable=g-import-not-at-top
+  from t2igan_jax import damsm_lib  # pylint: disable=g-import-not-at-top
   from t2igan_jax import evaluate  # pylint: disable=g-import-not-at-top
-  from t2igan_jax import gan_train  # pylint: disable=g-import-not-at-top
+  from t2igan_jax import gan_lib  # pylint: disable=g-import-not-at-top
 
   config, n_words = _config(name)
-  text_model, image_model = damsm_pretrain.build_models(config, n_words)
-  dstate = jax.jit(functools.partial(damsm_pretrain.create_state, config,
+  text_model, image_model = damsm_lib.build_models(config, n_words)
+  dstate = jax.jit(functools.partial(damsm_lib.create_state, config,
                                      text_model, image_model))(
                                          jax.random.key(1))
-  enc = gan_train.Encoders.from_damsm_state(dstate)
-  models = gan_train.GanModels(config, text_model, image_model)
-  state = jax.jit(functools.partial(gan_train.create_state, models))(
+  enc = gan_lib.Encoders.from_damsm_state(dstate)
+  models = gan_lib.GanModels(config, text_model, image_model)
+  state = jax.jit(functools.partial(gan_lib.create_state, models))(
       jax.random.key(0))
   step = jax.jit(functools.partial(evaluate._eval_step, models=models,  # pylint: disable=protected-access
                                    quantization="truncate"))

@@ -1,6 +1,6 @@
 """Where the GAN training iteration's time goes: per-HLO-op profile of the step.
 
-Builds and compiles the real ``gan_train.train_step`` exactly as
+Builds and compiles the real ``gan_lib.train_step`` exactly as
 ``bench/train_step.py`` does (same config, synthetic batch, random DAMSM
 encoders, state donated), warms it up, then traces ``--steps`` iterations with
 ``jax.profiler`` and joins the per-op events of the trace with the optimised
@@ -712,8 +712,8 @@ def build_step(name: str, refiner: str, batch_size: int = 0):
   import jax  # pylint: disable=g-import-not-at-top
   from input_pipeline import pipeline  # pylint: disable=g-import-not-at-top
   from t2igan_jax import config_validation  # pylint: disable=g-import-not-at-top
-  from t2igan_jax import damsm_pretrain  # pylint: disable=g-import-not-at-top
-  from t2igan_jax import gan_train  # pylint: disable=g-import-not-at-top
+  from t2igan_jax import damsm_lib  # pylint: disable=g-import-not-at-top
+  from t2igan_jax import gan_lib  # pylint: disable=g-import-not-at-top
   from t2igan_jax import sharding  # pylint: disable=g-import-not-at-top
 
   config = bench_train_step.load_config(name, refiner)
@@ -726,19 +726,19 @@ def build_step(name: str, refiner: str, batch_size: int = 0):
   mesh = sharding.make_mesh(1)
   repl = sharding.replicated(mesh)
   n_words, num_classes = bench_train_step._vocab_and_classes(name, config)  # pylint: disable=protected-access
-  text_model, image_model = damsm_pretrain.build_models(config, n_words)
-  dstate = jax.jit(lambda: damsm_pretrain.create_state(
+  text_model, image_model = damsm_lib.build_models(config, n_words)
+  dstate = jax.jit(lambda: damsm_lib.create_state(
       config, text_model, image_model, jax.random.key(1)),
                    out_shardings=repl)()
-  enc = gan_train.Encoders.from_damsm_state(dstate)
+  enc = gan_lib.Encoders.from_damsm_state(dstate)
   del dstate
-  models = gan_train.GanModels(config, text_model, image_model, mesh=mesh)
-  state = jax.jit(lambda: gan_train.create_state(
+  models = gan_lib.GanModels(config, text_model, image_model, mesh=mesh)
+  state = jax.jit(lambda: gan_lib.create_state(
       models, jax.random.key(config.seed)), out_shardings=repl)()
   host_batch = bench_train_step.synthetic_batch(
       config, config.gan.batch_size, n_words, num_classes)
   batch = sharding.device_batch(host_batch, mesh)
-  step_fn = jax.jit(functools.partial(gan_train.train_step, models=models),
+  step_fn = jax.jit(functools.partial(gan_lib.train_step, models=models),
                     donate_argnums=(0,))
   t0 = time.perf_counter()
   compiled = step_fn.lower(state, batch, enc).compile()

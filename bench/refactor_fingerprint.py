@@ -54,6 +54,9 @@ def _leaf_hashes(checkpoint_root: str) -> dict[str, str]:
     if jax.dtypes.issubdtype(getattr(leaf, "dtype", None), jax.dtypes.prng_key):
       leaf = jax.random.key_data(leaf)
     arr = np.asarray(leaf)
+    if arr.dtype == object:  # e.g. optax's EmptyState restored as None
+      out["/".join(keys)] = repr(leaf)
+      continue
     h = hashlib.sha256(str(arr.dtype).encode() + str(arr.shape).encode())
     h.update(np.ascontiguousarray(arr).tobytes())
     out["/".join(keys)] = h.hexdigest()

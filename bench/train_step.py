@@ -10,7 +10,7 @@ each generator family (``--refiners``: memory = DM-GAN (dmgan_*), ffblock =
 FF-GAN (ffgan_*), attention = AttnGAN's refinement stage (attngan_*); the
 shapes/tiny configs differ only in ``model.refiner``, FF-GAN bird uses its own
 batch size 4 unless ``--batch_size`` is given) it builds
-the real ``gan_train.train_step`` (D update on every stage, G update with the
+the real ``gan_lib.train_step`` (D update on every stage, G update with the
 adversarial + DAMSM + KL losses, EMA) over randomly initialised DAMSM encoders
 and a synthetic global batch laid out like the input pipeline's, jits it as
 ``gan_train.train`` does (state donated), and reports
@@ -274,8 +274,8 @@ def run_config(name: str, *, refiner: str = "memory", steps: int = 0,
   from t2igan_jax.models import conv_grad  # pylint: disable=g-import-not-at-top
   from t2igan_jax.models import precision  # pylint: disable=g-import-not-at-top
   from t2igan_jax.models import small_map_conv as small_map_conv_lib  # pylint: disable=g-import-not-at-top
-  from t2igan_jax import damsm_pretrain  # pylint: disable=g-import-not-at-top
-  from t2igan_jax import gan_train  # pylint: disable=g-import-not-at-top
+  from t2igan_jax import damsm_lib  # pylint: disable=g-import-not-at-top
+  from t2igan_jax import gan_lib  # pylint: disable=g-import-not-at-top
   from t2igan_jax import sharding  # pylint: disable=g-import-not-at-top
 
   backend = jax.default_backend()
@@ -319,15 +319,15 @@ def run_config(name: str, *, refiner: str = "memory", steps: int = 0,
         jax.eval_shape(jitted))
 
   t0 = time.perf_counter()
-  text_model, image_model = damsm_pretrain.build_models(config, n_words)
-  dstate = make(lambda: damsm_pretrain.create_state(
+  text_model, image_model = damsm_lib.build_models(config, n_words)
+  dstate = make(lambda: damsm_lib.create_state(
       config, text_model, image_model, jax.random.key(1)))
-  enc = gan_train.Encoders.from_damsm_state(dstate)
+  enc = gan_lib.Encoders.from_damsm_state(dstate)
   del dstate
   timings["encoders_init_s"] = time.perf_counter() - t0
   t1 = time.perf_counter()
-  models = gan_train.GanModels(config, text_model, image_model, mesh=mesh)
-  state = make(lambda: gan_train.create_state(
+  models = gan_lib.GanModels(config, text_model, image_model, mesh=mesh)
+  state = make(lambda: gan_lib.create_state(
       models, jax.random.key(config.seed)))
   timings["gan_init_s"] = time.perf_counter() - t1
   timings["init_s"] = time.perf_counter() - t0
@@ -335,7 +335,7 @@ def run_config(name: str, *, refiner: str = "memory", steps: int = 0,
   host_batch = synthetic_batch(config, b, n_words, num_classes)
   batch = sharding.device_batch(host_batch, mesh)
 
-  step_fn = jax.jit(functools.partial(gan_train.train_step, models=models),
+  step_fn = jax.jit(functools.partial(gan_lib.train_step, models=models),
                     donate_argnums=(0,))
   t0 = time.perf_counter()
   lowered = step_fn.lower(state, batch, enc)

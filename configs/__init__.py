@@ -1,7 +1,10 @@
-"""Config files: one module per model x dataset, each with ``get_config(arg)``.
+"""Config files, each with ``get_config(arg)``.
 
-``python main.py --config=configs/<name>.py[:<variant>]`` loads one; every
-field and its default is in ``configs/base.py``.
+``python main.py --config=configs/<name>.py[:<variant>]`` loads one: the
+presets ``configs/gan.py:<family>,<dataset>[,<size>]`` and
+``configs/damsm.py:<dataset>[,<size>]``, the per family x dataset aliases of
+them (``configs/dmgan_bird.py[:tiny]``, ...). Every field and its default is
+in ``configs/base.py``.
 """
 
 import importlib
@@ -11,6 +14,8 @@ import re
 CONFIG_DIR = os.path.dirname(os.path.abspath(__file__))
 # Modules of this package that are not config files.
 _NOT_CONFIGS = ("__init__.py", "base.py")
+# Config files that need a variant: the one ``describe`` loads.
+EXAMPLE_VARIANTS = {"gan": "dmgan,shapes", "damsm": "shapes"}
 
 
 def config_names() -> list[str]:
@@ -29,4 +34,6 @@ def describe(name: str) -> tuple[str, str]:
   its docstring's first phrase (up to ':', '(' or '.')."""
   module = importlib.import_module(f"configs.{name}")
   doc = " ".join((module.__doc__ or "").split())
-  return module.get_config().job, re.split(r": | \(|\. |\.$", doc)[0]
+  variant = EXAMPLE_VARIANTS.get(name)
+  config = module.get_config(variant) if variant else module.get_config()
+  return config.job, re.split(r": | \(|\. |\.$", doc)[0]

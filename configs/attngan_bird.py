@@ -12,10 +12,9 @@ its widths/batch sizes differ (SPEC-dmgan §4.4).
 """
 
 from configs import base
-from configs import dmgan_bird
+from configs import gan
 
 
 def get_config(arg=None):
-  c = dmgan_bird.get_config()
-  c.model.refiner = "attention"
-  return base.apply_variant(c, arg)
+  """configs/gan.py:attngan,bird (``arg``: None or a size preset)."""
+  return gan.get_config(base.with_size("attngan,bird", arg))

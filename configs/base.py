@@ -1,20 +1,23 @@
 """Shared base configuration: every field, with the reference defaults.
 
-Per model x dataset files (``configs/damsm_bird.py``, ``configs/dmgan_coco.py``, ...)
-import this module and override a few fields. Values and quirk flags follow
-``SPEC.md`` section 3 (per-dataset table) and section 4 (reference quirks): every
-quirk flag defaults to the reference behaviour.
+The presets (``configs/gan.py:<family>,<dataset>[,<size>]``,
+``configs/damsm.py:<dataset>[,<size>]``) and their per family x dataset
+aliases (``configs/dmgan_coco.py``, ...) start from ``get_config()`` and
+override a few fields. Values follow ``SPEC.md`` section 3 (per-dataset
+table); the reference quirks (section 4) are defined in one place,
+``QUIRK_FLAGS``, each defaulting to the reference behaviour.
 
 Usage::
 
   python main.py --config=configs/damsm_shapes.py --workdir=/tmp/damsm
   python main.py --config=configs/damsm_shapes.py --config.damsm.epochs=2 ...
 
-``get_config("tiny")`` (in every per-file config) shrinks model and data for
-tests and smoke runs.
+The size preset ``tiny`` (``SIZES``; ``--config=configs/<file>.py:tiny``)
+shrinks the models and the run for tests and smoke runs; the data set stays.
 """
 
 import os
+from typing import Any
 
 import ml_collections
 
@@ -32,23 +35,78 @@ JOBS = tuple(JOB_DESCRIPTIONS)
 
 
 class UnknownVariantError(ValueError):
-  """``--config=configs/x.py:<variant>`` names no variant of the file."""
+  """``--config=configs/x.py:<variant>`` names no preset of the file (or
+  lacks one the file needs)."""
+
+
+def parse_variant(variant: str | None, groups: dict[str, dict[str, Any]], *,
+                  file: str, required: tuple[str, ...] = ()) -> dict[str, str]:
+  """The preset names of ``variant`` (``'dmgan,bird,tiny'``), by group.
+
+  Args:
+    variant: the text after ':' in ``--config=file.py:variant``: preset
+      names separated by commas, at most one of each group, in any order.
+    groups: group name -> {preset name: preset}, e.g. ``{'family': ...,
+      'dataset': ..., 'size': SIZES}``.
+    file: the config file, for the messages.
+    required: the groups a variant must name.
+
+  Returns:
+    group -> the chosen preset name ('' where the variant names none).
+
+  Raises:
+    UnknownVariantError: one line, listing the valid names, for an unknown
+      name, two names of one group or a missing required group.
+  """
+  chosen = dict.fromkeys(groups, "")
+  for name in filter(None, (variant or "").split(",")):
+    name = name.strip()
+    group = next((g for g, presets in groups.items() if name in presets), None)
+    if group is None:
+      raise UnknownVariantError(
+          f"unknown config variant {name!r}; {_valid(groups, file, required)}")
+    if chosen[group]:
+      raise UnknownVariantError(
+          f"config variant {variant!r} names two {group} presets "
+          f"({chosen[group]!r} and {name!r}); {_valid(groups, file, required)}")
+    chosen[group] = name
+  missing = [g for g in required if not chosen[g]]
+  if missing:
+    raise UnknownVariantError(
+        f"{file} needs a {' and a '.join(missing)} preset; "
+        f"{_valid(groups, file, required)}")
+  return chosen
+
+
+def _valid(groups, file: str, required) -> str:
+  """What a variant of ``file`` may name (the tail of the messages above)."""
+  if len(groups) == 1 and not required:
+    (presets,) = groups.values()
+    return (f"the variants are {', '.join(repr(p) for p in presets)} (or "
+            "none: the full config)")
+  form = "".join(f",<{g}>" if g in required else f"[,<{g}>]"
+                 for g in groups).lstrip(",")
+  listed = "; ".join(f"{g} {' | '.join(repr(p) for p in presets)}"
+                     for g, presets in groups.items())
+  return f"{file}:{form} takes {listed}"
 
 
 def apply_variant(c: ml_collections.ConfigDict,
                   variant: str | None) -> ml_collections.ConfigDict:
-  """Applies ``variant`` (the text after ':' in ``--config=file.py:variant``).
+  """Applies a size variant (``tiny``, or None / '': the config as it is).
 
-  None or '' keeps the config as it is; 'tiny' shrinks it (``tiny``); any
-  other name raises UnknownVariantError listing the valid ones.
+  Any other name raises UnknownVariantError listing the valid ones.
   """
-  if not variant:
-    return c
-  if variant not in VARIANTS:
-    raise UnknownVariantError(
-        f"unknown config variant {variant!r}; the variants are "
-        f"{', '.join(repr(v) for v in VARIANTS)} (or none: the full config)")
-  return VARIANTS[variant](c)
+  size = parse_variant(variant, {"size": SIZES}, file="this config")["size"]
+  return SIZES[size](c) if size else c
+
+
+def with_size(preset: str, variant: str | None) -> str:
+  """The variant of an alias file (``configs/dmgan_bird.py:<variant>``):
+  its ``preset`` (``'dmgan,bird'``) plus the size ``variant`` (None, '' or
+  a size preset); UnknownVariantError for anything else."""
+  size = parse_variant(variant, {"size": SIZES}, file="this config")["size"]
+  return f"{preset},{size}" if size else preset
 
 
 def default_compilation_cache_dir() -> str:
@@ -56,6 +114,91 @@ def default_compilation_cache_dir() -> str:
   cache_home = (os.environ.get("XDG_CACHE_HOME")
                 or os.path.join(os.path.expanduser("~"), ".cache"))
   return os.path.join(cache_home, "t2igan_jax", "jax_cache")
+
+
+# ------------------------------------------------------------ reference quirks
+# Where the official code differs from the papers (or from what a fresh
+# implementation would do) in ways that change numbers. Each is a field of its
+# own section (``config.model.attn_mask_mode``, ...), defined here in one
+# place: field -> default, which is the reference behaviour (one exception,
+# marked), with the alternative after '|'. docs/ARCHITECTURE.md section 4 says
+# where each is implemented and which test pins it.
+QUIRK_FLAGS = {
+    # A caption longer than words_num keeps words_num random positions, in
+    # order | 'prefix'.
+    "data.caption_truncation": "random_subset",
+    # Evaluation WORDS_NUM, longer than training's data.words_num (CUB 25,
+    # COCO 20: set by the dataset presets) | data.words_num.
+    "data.eval_words_num": 25,
+    # DAMSM word score log sum exp(gamma2 R), without the paper's 1/gamma2
+    # ('code') | 'paper'.
+    "damsm.word_score": "code",
+    # DAMSM pretraining re-creates Adam every epoch | False: one Adam.
+    "damsm.adam_reset_per_epoch": True,
+    # The frozen Inception trunk still normalises with batch statistics and
+    # updates its running stats in pretraining | False: eval-mode trunk.
+    "damsm.trunk_bn_train": True,
+    # Word-attention row (b, q) uses the padding mask of caption
+    # (b Q + q) mod B of the length-sorted batch | 'per_caption'.
+    "model.attn_mask_mode": "rolled",
+    # Word axis = the batch's longest caption (columns past it masked) |
+    # 'words_num' (all slots visible; changes FF-GAN only).
+    "model.word_axis_length": "batch_max",
+    # FF-GAN's word attention is not masked (padding joins the softmax) |
+    # 'padding'.
+    "model.ffgan_word_mask": "none",
+    # Conditioning augmentation samples epsilon at inference too | False: mu.
+    "model.ca_sample_at_eval": True,
+    # DM-GAN's memory writing gate sees mean(h) without gradient | False.
+    "model.memory_gate_stop_grad": True,
+    # DM-GAN's gated map is concatenated with itself, [h', h'] | False:
+    # [h', o] (a project option, same shapes).
+    "model.memory_self_concat": True,
+    # One spectral-norm power iteration on every D call | 'd_step_only'.
+    "model.sn_update": "every_call",
+    # BatchNorm running variance from the unbiased batch variance (PyTorch) |
+    # 'biased' (Flax).
+    "model.bn_running_var": "unbiased",
+    # KL term averaged over B x condition_dim | 'sum'.
+    "gan.kl_reduction": "mean",
+    # BCE on float32 sigmoids, logs clamped at -100 | 'logits'.
+    "gan.bce": "torch_clamped",
+    # Wrong pair: image k with the sentence of item k + 1 of the sorted batch |
+    # 'other_class'.
+    "gan.wrong_pair": "shift",
+    # Sampling uses the BN running stats accumulated by the raw weights
+    # ('recompute' is not implemented yet).
+    "gan.snapshot_bn_stats": "live",
+    # The CUB IS script scores floor(N/64) full batches of 64 | False: all N.
+    "eval.is_drop_last": True,
+    # improved-GAN's COCO IS omits the classifier's softmax bias | True.
+    "eval.is_coco_logit_bias": False,
+    # NOT the reference: 'full' folds of N/10 (the project's default) |
+    # 'reference': DM-GAN's off-by-one folds of N/10 - 1.
+    "eval.rprec_fold_slice": "full",
+    # Images are quantised as uint8((x + 1) 127.5), truncated | 'round'.
+    "eval.png_quantization": "truncate",
+}
+
+
+def override(c: ml_collections.ConfigDict, values: dict[str, Any], *,
+             define: bool = False) -> ml_collections.ConfigDict:
+  """Sets ``c.<path> = value`` for each dotted ``path: value`` of ``values``.
+
+  A path that is not a field raises KeyError naming it (a preset's typo must
+  not add a field); ``define=True`` creates the leaf (QUIRK_FLAGS).
+  """
+  for path, value in values.items():
+    *sections, leaf = path.split(".")
+    node = c
+    for s in sections:
+      if s not in node:
+        raise KeyError(f"config.{path}: no section {s!r} in configs/base.py")
+      node = node[s]
+    if not define and leaf not in node:
+      raise KeyError(f"config.{path} is not a field of configs/base.py")
+    node[leaf] = value
+  return c
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -87,8 +230,14 @@ def get_config() -> ml_collections.ConfigDict:
   # jax_cache. '' = no cache from this field (JAX's own setting applies); a
   # cache dir JAX already has (JAX_COMPILATION_CACHE_DIR) takes precedence.
   c.compilation_cache_dir = default_compilation_cache_dir()
+  for add_section in (_add_data, _add_encoders, _add_damsm, _add_model,
+                      _add_gan, _add_eval, _add_sample, _add_run):
+    add_section(c)
+  return override(c, QUIRK_FLAGS, define=True)
 
-  # ----------------------------------------------------------------- data
+
+def _add_data(c: ml_collections.ConfigDict) -> None:
+  """The data set, its source and how captions and images are read."""
   d = c.data = ml_collections.ConfigDict()
   d.name = "shapes"            # 'shapes' (embedded) | 'birds' | 'coco'
   d.data_dir = ""              # root of the AttnGAN layout (birds/coco)
@@ -102,8 +251,6 @@ def get_config() -> ml_collections.ConfigDict:
   d.on_bad_example = "error"
   d.captions_per_image = 10    # CUB 10, COCO 5
   d.words_num = 18             # WORDS_NUM in GAN training (CUB 18, COCO 12)
-  d.eval_words_num = 25        # WORDS_NUM in evaluation (CUB 25, COCO 20)
-  d.caption_truncation = "random_subset"  # reference; 'prefix' alternative
   d.base_size = 64             # TREE.BASE_SIZE
   d.branch_num = 3             # TREE.BRANCH_NUM: stage sizes 64, 128, 256
   d.random_crop_flip = True    # Resize(76/64) -> RandomCrop -> flip, SPEC §7.5
@@ -116,7 +263,9 @@ def get_config() -> ml_collections.ConfigDict:
   # one large plain object in the centre (input_pipeline/shapes.py).
   d.shapes_scenes = "full"
 
-  # --------------------------------------------------------- text encoder
+
+def _add_encoders(c: ml_collections.ConfigDict) -> None:
+  """The DAMSM text and image encoders."""
   t = c.text_encoder = ml_collections.ConfigDict()
   t.embedding_dim = 256        # TEXT.EMBEDDING_DIM (nef): 128 per direction
   t.word_dim = 300             # ninput of RNN_ENCODER
@@ -132,12 +281,13 @@ def get_config() -> ml_collections.ConfigDict:
   im.train_trunk = False
   im.trunk_weights = ""        # .npz of torchvision Inception-v3 weights
 
-  # ----------------------------------------------- DAMSM loss/pretraining
+
+def _add_damsm(c: ml_collections.ConfigDict) -> None:
+  """The DAMSM loss and its pretraining (job='pretrain_damsm')."""
   dm = c.damsm = ml_collections.ConfigDict()
   dm.gamma1 = 4.0
   dm.gamma2 = 5.0
   dm.gamma3 = 10.0
-  dm.word_score = "code"       # 'code' (reference) | 'paper' (1/gamma2 power)
   dm.batch_size = 48
   dm.epochs = 600
   dm.words_num = 18            # WORDS_NUM in pretraining (CUB 18, COCO 15)
@@ -146,14 +296,14 @@ def get_config() -> ml_collections.ConfigDict:
   dm.lr_decay = 0.98           # per epoch, while lr > lr / lr_floor_div
   dm.lr_floor_div = 10.0
   dm.rnn_grad_clip = 0.25      # global-norm clip on the text encoder only
-  dm.adam_reset_per_epoch = True   # reference re-creates Adam each epoch
-  dm.trunk_bn_train = True     # frozen Inception trunk still updates BN stats
   dm.snapshot_interval = 50    # epochs between kept snapshots
   dm.eval_batches = 50         # test batches scored each evaluation
   dm.eval_every_epochs = 1
   dm.retrieval_candidates = 100  # top-1 of this many sentences per image
 
-  # ----------------------------------------------------- GAN architecture
+
+def _add_model(c: ml_collections.ConfigDict) -> None:
+  """The GAN's generator and discriminators."""
   m = c.model = ml_collections.ConfigDict()
   m.refiner = "memory"         # 'memory' (DM-GAN) | 'ffblock' | 'attention'
   m.ngf = 64                   # GAN.GF_DIM
@@ -162,14 +312,6 @@ def get_config() -> ml_collections.ConfigDict:
   m.condition_dim = 100        # CA output (ncf)
   m.r_num = 2                  # ResBlocks per refinement stage (CUB 2, COCO 3)
   m.memory_dim = 128           # N_m
-  m.attn_mask_mode = "rolled"          # reference | 'per_caption'
-  m.word_axis_length = "batch_max"     # reference | 'words_num'
-  m.ffgan_word_mask = "none"           # reference | 'padding'
-  m.ca_sample_at_eval = True
-  m.memory_gate_stop_grad = True
-  m.memory_self_concat = True
-  m.sn_update = "every_call"           # reference | 'd_step_only'
-  m.bn_running_var = "unbiased"        # reference | 'biased'
   # G's conv kernel gradients (t2igan_jax/models/conv_grad.py): 'auto' =
   # 'per_tap' on a single-process CPU job, else 'xla' (GPU/TPU, multi-process)
   # | 'xla' (XLA's own) | 'per_tap' (one
@@ -182,7 +324,9 @@ def get_config() -> ml_collections.ConfigDict:
   # Same sums, another float summation order.
   m.small_map_conv = "auto"
 
-  # --------------------------------------------------------- GAN training
+
+def _add_gan(c: ml_collections.ConfigDict) -> None:
+  """GAN training (job='train_gan')."""
   g = c.gan = ml_collections.ConfigDict()
   g.damsm_dir = ""             # workdir of a pretrain_damsm run (frozen encoders)
   # Checkpoint step of damsm_dir to use; -1 = its newest. The GAN reads
@@ -208,15 +352,11 @@ def get_config() -> ml_collections.ConfigDict:
   # starts from zeros and is sampled divided by 1 - ema_decay^t (Adam-style
   # bias correction; t2igan_jax/ema.py). Applies to a run from its first step.
   g.ema_debias = False
-  g.kl_reduction = "mean"      # reference | 'sum'
-  g.bce = "torch_clamped"      # reference | 'logits'
-  g.wrong_pair = "shift"       # reference | 'other_class'
-  # 'live' (reference): sampling uses the BN running stats accumulated by the
-  # raw weights. ('recompute' arrives with the sampling/evaluation job.)
-  g.snapshot_bn_stats = "live"
   g.snapshot_interval = 25     # epochs (CUB 25, COCO 5)
 
-  # ------------------------------------------- evaluation (job='evaluate')
+
+def _add_eval(c: ml_collections.ConfigDict) -> None:
+  """Evaluation (job='evaluate')."""
   # SPEC-dmgan §8.1 / SPEC-eval: EMA G in eval mode on test captions
   # (resampled per batch), FID + IS + R-precision in one pass.
   e = c.eval = ml_collections.ConfigDict()
@@ -239,14 +379,8 @@ def get_config() -> ml_collections.ConfigDict:
   e.is_protocol = "auto"
   e.is_weights = ""            # classifier weights ('' + shapes: trained)
   e.is_splits = 10
-  e.is_drop_last = True        # CUB script: floor(N/64) full batches of 64
-  e.is_coco_logit_bias = False  # improved-GAN omits the softmax bias
   e.rprec_candidates = 100     # own caption + 99 of other classes
   e.rprec_folds = 10
-  # 'full': folds of N/10 (the issue's default); 'reference': DM-GAN's
-  # off-by-one folds of N/10 - 1 (SPEC.md rprec_fold_slice).
-  e.rprec_fold_slice = "full"
-  e.png_quantization = "truncate"    # reference uint8 truncation | 'round'
   e.watch = False              # evaluate every new checkpoint as it appears
   e.watch_timeout_s = 3600.0   # stop watching after this long without one
   e.watch_poll_s = 30.0
@@ -258,13 +392,21 @@ def get_config() -> ml_collections.ConfigDict:
   e.classifier_input_size = 64
   e.classifier_num_train = 4000
 
-  # ----------------------------------------------- sampling (job='sample')
+
+def _add_sample(c: ml_collections.ConfigDict) -> None:
+  """Sampling (job='sample')."""
   s = c.sample = ml_collections.ConfigDict()
   s.captions_file = ""         # one caption per line
   s.num_per_caption = 8        # samples (grid rows) per caption
   s.output_dir = ""            # '' = workdir/samples_<step>
   s.checkpoint_step = -1       # -1 = latest
   s.seed = 0
+  # The same z and CA epsilon for every caption line (lines then differ only
+  # by their text) | False: per-line noise (t2igan_jax/sample.py).
+  s.fixed_noise = False
+  # k >= 2: for each consecutive pair of caption lines, a row of k images
+  # interpolating between their embeddings with fixed noise | 0: off.
+  s.interpolate = 0
   # Generator weights sampled by job=sample and job=evaluate: 'ema'
   # (reference: the 0.999 moving average; bias-corrected when the run was
   # trained with gan.ema_debias=True) | 'raw' (the trained G itself; for
@@ -274,7 +416,9 @@ def get_config() -> ml_collections.ConfigDict:
   # theta_0 re-initialised from the run's seed).
   s.weights = "ema"
 
-  # ------------------------------------------------ logging / checkpoints
+
+def _add_run(c: ml_collections.ConfigDict) -> None:
+  """Logging, checkpoints and the run's limits and reliability."""
   c.log_every_steps = 50
   c.image_every_steps = 500
   c.checkpoint_every_steps = 1000
@@ -306,19 +450,24 @@ def get_config() -> ml_collections.ConfigDict:
   # 'kl_loss', 'd_loss0', 'w_loss0') NaN at this step (1-based); -1 = off.
   c.debug_nonfinite_step = -1
   c.debug_nonfinite_term = ""
-  return c
 
 
 def tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Shrinks a config in place for tests: tiny models, 32 px, few steps."""
-  c.data.name = "shapes"
+  """Shrinks a config in place for tests: tiny models, 32 px, few steps.
+
+  The data set and its source stay (``config.data.name``, ``.source``);
+  only the generated 'shapes' data set is made smaller (fewer scenes and
+  captions per scene). A real data set keeps its captions per image: they
+  define how its caption files are read.
+  """
   c.data.shapes_num_train = 64
   c.data.shapes_num_test = 32
+  if c.data.name == "shapes":
+    c.data.captions_per_image = 5
   c.data.base_size = 32
   c.data.branch_num = 2
   c.data.words_num = 8
   c.data.eval_words_num = 10
-  c.data.captions_per_image = 5
   c.text_encoder.embedding_dim = 32
   c.text_encoder.word_dim = 16
   c.image_encoder.backbone = "small"
@@ -360,5 +509,7 @@ def tiny(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return c
 
 
-# Variants of every config file (``--config=configs/<file>.py:<variant>``).
-VARIANTS = {"tiny": tiny}
+# Size presets: the last part of a variant (``configs/gan.py:dmgan,bird,tiny``,
+# ``configs/dmgan_bird.py:tiny``). A size preset shrinks the models and the
+# run, never swaps the data set.
+SIZES = {"tiny": tiny}

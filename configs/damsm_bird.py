@@ -5,15 +5,9 @@
 """
 
 from configs import base
+from configs import damsm
 
 
 def get_config(arg=None):
-  c = base.get_config()
-  c.job = "pretrain_damsm"
-  c.data.name = "birds"
-  c.data.captions_per_image = 10
-  c.damsm.words_num = 18
-  c.damsm.batch_size = 48
-  c.damsm.epochs = 600
-  c.damsm.snapshot_interval = 50
-  return base.apply_variant(c, arg)
+  """configs/damsm.py:bird (``arg``: None or a size preset)."""
+  return damsm.get_config(base.with_size("bird", arg))

@@ -5,20 +5,9 @@
 """
 
 from configs import base
+from configs import gan
 
 
 def get_config(arg=None):
-  c = base.get_config()
-  c.job = "train_gan"
-  c.data.name = "coco"
-  c.data.captions_per_image = 5
-  c.data.words_num = 12
-  c.data.eval_words_num = 20
-  c.damsm.words_num = 15
-  c.model.refiner = "memory"
-  c.model.r_num = 3
-  c.gan.batch_size = 16
-  c.gan.epochs = 200
-  c.gan.lambda_damsm = 50.0
-  c.gan.snapshot_interval = 5
-  return base.apply_variant(c, arg)
+  """configs/gan.py:dmgan,coco (``arg``: None or a size preset)."""
+  return gan.get_config(base.with_size("dmgan,coco", arg))

@@ -8,13 +8,9 @@ difference in the reference YAML is the batch size (4, the author's local run).
 """
 
 from configs import base
-from configs import dmgan_bird
+from configs import gan
 
 
 def get_config(arg=None):
-  c = dmgan_bird.get_config()
-  c.model.refiner = "ffblock"
-  c.model.r_num = 2
-  c.gan.batch_size = 4
-  c.gan.epochs = 800
-  return base.apply_variant(c, arg)
+  """configs/gan.py:ffgan,bird (``arg``: None or a size preset)."""
+  return gan.get_config(base.with_size("ffgan,bird", arg))

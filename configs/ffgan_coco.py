@@ -8,13 +8,9 @@ refinement stage.
 """
 
 from configs import base
-from configs import dmgan_coco
+from configs import gan
 
 
 def get_config(arg=None):
-  c = dmgan_coco.get_config()
-  c.model.refiner = "ffblock"
-  c.model.r_num = 3
-  c.gan.batch_size = 16
-  c.gan.epochs = 200
-  return base.apply_variant(c, arg)
+  """configs/gan.py:ffgan,coco (``arg``: None or a size preset)."""
+  return gan.get_config(base.with_size("ffgan,coco", arg))

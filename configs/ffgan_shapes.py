@@ -6,10 +6,9 @@ like-for-like comparison with DM-GAN and AttnGAN).
 """
 
 from configs import base
-from configs import dmgan_shapes
+from configs import gan
 
 
 def get_config(arg=None):
-  c = dmgan_shapes.get_config()
-  c.model.refiner = "ffblock"
-  return base.apply_variant(c, arg)
+  """configs/gan.py:ffgan,shapes (``arg``: None or a size preset)."""
+  return gan.get_config(base.with_size("ffgan,shapes", arg))

@@ -452,6 +452,21 @@ def crop_to_bbox(image: np.ndarray, box, where: str) -> np.ndarray:
   return image[y1:y2, x1:x2]
 
 
+def _check_arguments(data_dir, split: str, dataset: str,
+                     captions_per_image: int) -> None:
+  if split not in SPLITS:
+    raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+  if dataset not in DATASETS:
+    raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
+  if int(captions_per_image) < 1:
+    raise ValueError("config.data.captions_per_image must be >= 1, got "
+                     f"{captions_per_image}")
+  if not os.path.isdir(os.fspath(data_dir)):
+    raise FileNotFoundError(
+        f"data_dir {os.fspath(data_dir)!r}: no such directory (expected the "
+        f"AttnGAN {dataset} layout)")
+
+
 class AttnGANSource(source_items.KeyedImageSource):
   """Random-access source of one split of an AttnGAN-layout dataset.
 
@@ -482,19 +497,9 @@ class AttnGANSource(source_items.KeyedImageSource):
         a bad caption file stops with an error naming the file; 'skip': such
         images are left out of the split, logged and listed in ``skipped``.
     """
-    if split not in SPLITS:
-      raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    if dataset not in DATASETS:
-      raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
-    if int(captions_per_image) < 1:
-      raise ValueError("config.data.captions_per_image must be >= 1, got "
-                       f"{captions_per_image}")
+    _check_arguments(data_dir, split, dataset, captions_per_image)
     self.on_bad_example = errors.check_on_bad_example(on_bad_example)
     self.data_dir = os.fspath(data_dir)
-    if not os.path.isdir(self.data_dir):
-      raise FileNotFoundError(
-          f"data_dir {self.data_dir!r}: no such directory (expected the "
-          f"AttnGAN {dataset} layout)")
     self.split = split
     self.dataset = dataset
     self.captions_per_image = cpi = int(captions_per_image)
@@ -505,43 +510,16 @@ class AttnGANSource(source_items.KeyedImageSource):
     n = len(keys)
     # Every later check runs even when one fails: one error lists them all.
     problems = []
-    try:
-      class_ids = load_class_ids(self.data_dir, split, n, dataset)
-    except ValueError as e:
-      problems.append(e)
-      class_ids = np.arange(n, dtype=np.int64)
-    try:
-      train, test, self.vocab, dropped = load_captions(self.data_dir, cpi,
-                                                       on_bad_example)
-    except (ValueError, FileNotFoundError) as e:
-      problems.append(e)
-      train = test = None
-      dropped = {s: {} for s in SPLITS}
-    caps = train if split == "train" else test
-    if caps is not None and len(caps) != n * cpi:
-      problems.append(ValueError(
-          f"{os.path.join(self.data_dir, CAPTIONS_FILE)} holds {len(caps)} "
-          f"{split} captions but {split}/{FILENAMES_FILE} lists {n} images x "
-          f"captions_per_image={cpi} = {n * cpi}: the pickle belongs to "
-          "another file list, data set or captions_per_image (fix "
-          "config.data.captions_per_image, or delete the pickle to rebuild it "
-          "from text/)"))
-    self._captions = caps
+    class_ids, dropped = self._read_metadata(n, cpi, problems)
     if dataset == "birds":
       self.image_dir = os.path.join(self.data_dir, CUB_DIR, "images")
     else:
       self.image_dir = os.path.join(self.data_dir, "images")
     # (key, reason) of every image of filenames.pickle left out ('skip').
     self.skipped: list[tuple[str, str]] = [
-        (keys[k], msg) for k, msg in sorted(dropped[split].items())]
-    kept = [k for k in range(n) if k not in dropped[split]]
-    bboxes = None
-    if self.use_bbox:
-      try:
-        bboxes = load_bboxes(os.path.join(self.data_dir, CUB_DIR),
-                             [keys[k] for k in kept])
-      except (ValueError, FileNotFoundError) as e:
-        problems.append(e)
+        (keys[k], msg) for k, msg in sorted(dropped.items())]
+    kept = [k for k in range(n) if k not in dropped]
+    self._bboxes = self._read_bboxes([keys[k] for k in kept], problems)
     try:
       kept = [kept[j] for j in images.keep_existing(
           [keys[k] for k in kept],
@@ -561,7 +539,45 @@ class AttnGANSource(source_items.KeyedImageSource):
     self._index = np.asarray(kept, dtype=np.int64)
     self.keys = [keys[k] for k in kept]
     self.class_ids = class_ids[self._index]
-    self._bboxes = bboxes
+
+  def _read_metadata(self, n: int, cpi: int, problems: list):
+    """Class ids [n] and this split's captions (``self._captions``); returns
+    (class_ids, {index: reason} of images whose captions were dropped).
+    Problems are appended to ``problems``, not raised."""
+    split = self.split
+    try:
+      class_ids = load_class_ids(self.data_dir, split, n, self.dataset)
+    except ValueError as e:
+      problems.append(e)
+      class_ids = np.arange(n, dtype=np.int64)
+    try:
+      train, test, self.vocab, dropped = load_captions(self.data_dir, cpi,
+                                                       self.on_bad_example)
+    except (ValueError, FileNotFoundError) as e:
+      problems.append(e)
+      train = test = None
+      dropped = {s: {} for s in SPLITS}
+    caps = train if split == "train" else test
+    if caps is not None and len(caps) != n * cpi:
+      problems.append(ValueError(
+          f"{os.path.join(self.data_dir, CAPTIONS_FILE)} holds {len(caps)} "
+          f"{split} captions but {split}/{FILENAMES_FILE} lists {n} images x "
+          f"captions_per_image={cpi} = {n * cpi}: the pickle belongs to "
+          "another file list, data set or captions_per_image (fix "
+          "config.data.captions_per_image, or delete the pickle to rebuild it "
+          "from text/)"))
+    self._captions = caps
+    return class_ids, dropped[split]
+
+  def _read_bboxes(self, keys: list[str], problems: list):
+    """{key: (x, y, w, h)} of ``keys`` with the bbox crop, else None."""
+    if not self.use_bbox:
+      return None
+    try:
+      return load_bboxes(os.path.join(self.data_dir, CUB_DIR), keys)
+    except (ValueError, FileNotFoundError) as e:
+      problems.append(e)
+      return None
 
   @property
   def _index_label(self) -> str:
@@ -597,3 +613,13 @@ class AttnGANSource(source_items.KeyedImageSource):
   def __repr__(self) -> str:
     return (f"AttnGANSource(dataset={self.dataset!r}, split={self.split!r}, "
             f"n={len(self)}, data_dir={self.data_dir!r})")
+
+
+def open_split(data: Any, split: str, image_size: int) -> AttnGANSource:
+  """Source 'attngan' (``datasets.SOURCES``): ``split`` of dataset
+  ``data.name`` in the AttnGAN layout of ``data.data_dir`` (full-resolution
+  photos, birds cropped to the bounding box; the transform resizes them)."""
+  del image_size
+  return AttnGANSource(data.data_dir, split, dataset=data.name,
+                       captions_per_image=data.captions_per_image,
+                       on_bad_example=data.on_bad_example)

@@ -273,3 +273,12 @@ class CocoJsonSource(source_items.KeyedImageSource):
   def __repr__(self) -> str:
     return (f"CocoJsonSource(split={self.split!r}, n={len(self)}, "
             f"data_dir={self.data_dir!r})")
+
+
+def open_split(data, split: str, image_size: int) -> CocoJsonSource:
+  """Source 'coco_json' (``datasets.SOURCES``): ``split`` of MS-COCO 2014
+  from the caption JSON files and image folders in ``data.data_dir``."""
+  del image_size
+  return CocoJsonSource(data.data_dir, split,
+                        captions_per_image=data.captions_per_image,
+                        on_bad_example=data.on_bad_example)

@@ -25,8 +25,10 @@ from typing import Any
 import numpy as np
 
 from input_pipeline import attngan
+from input_pipeline import datasets
 from input_pipeline import errors
 from input_pipeline import pipeline
+from input_pipeline import source_items
 
 # Source-construction errors that are problems of the data set, not bugs.
 _DATA_ERRORS = (ValueError, FileNotFoundError)
@@ -44,18 +46,8 @@ def open_splits(config, image_size: int):
   sizes = {s: _Listed.of(config, s) for s in ("train", "test")}
   problems.extend(job_problems(config, sources.get("train") or sizes["train"],
                                sources.get("test") or sizes["test"]))
-  errors.raise_problems(_describe(config), problems)
+  errors.raise_problems(datasets.describe(config.data), problems)
   return sources["train"], sources["test"]
-
-
-def _describe(config) -> str:
-  d = config.data
-  source = d.get("source", "attngan")
-  if d.name == "shapes":
-    return "data set 'shapes'"
-  where = (d.get("tfds_data_dir", "") or "tfds default data_dir"
-           if source == "tfds" else d.data_dir)
-  return f"data set {d.name!r} (source {source!r}, {where})"
 
 
 class _Listed:
@@ -71,10 +63,9 @@ class _Listed:
   def of(cls, config, split: str):
     """From ``<split>/filenames.pickle`` of an AttnGAN layout, else None."""
     d = config.data
-    if d.name not in ("birds", "coco") or d.get("source", "attngan") != (
-        "attngan"):
-      return None
     try:
+      if datasets.source(d) is not datasets.SOURCES["attngan"]:
+        return None
       return cls(split, len(attngan.load_filenames(d.data_dir, split)))
     except _DATA_ERRORS:
       return None
@@ -124,17 +115,9 @@ def evaluated_items(num_items: int, batch_size: int, num_batches: int,
   return pipeline.epoch_permutation(int(seed), 0, num_items)[:n]
 
 
-def class_ids_of(source, indices) -> np.ndarray:
+def class_ids_of(source: source_items.Source, indices) -> np.ndarray:
   """int64 class ids of ``source`` items ``indices`` (no image decoded)."""
-  ids = getattr(source, "class_ids", None)
-  if ids is not None:
-    return np.asarray(ids, np.int64)[np.asarray(indices, np.int64)]
-  if hasattr(source, "scene"):  # shapes: the scene, not its rendering
-    return np.asarray([source.scene(int(i)).class_id for i in indices],
-                      np.int64)
-  read = getattr(source, "record", None) or source.__getitem__
-  return np.asarray([int(read(int(i))["class_id"]) for i in indices],
-                    np.int64)
+  return np.asarray([source.class_id(int(i)) for i in indices], np.int64)
 
 
 def other_class_supply(class_ids: np.ndarray) -> int:

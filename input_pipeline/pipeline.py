@@ -35,7 +35,6 @@ orbax ``CheckpointSave/Restore`` handle it as well as plain JSON does.
 
 import logging
 import math
-import os
 import sys
 from typing import Any, Sequence
 
@@ -43,14 +42,12 @@ from absl import flags
 import grain
 import numpy as np
 
-from input_pipeline import attngan
+from input_pipeline import datasets
 from input_pipeline import errors
-from input_pipeline import shapes
+from input_pipeline import source_items
 from input_pipeline import text as text_lib
 from input_pipeline import transforms
 
-DATASETS = ("shapes", "birds", "coco")
-SOURCES = ("attngan", "coco_json", "tfds")
 _STATE_VERSION = 1
 _SKIPPED = "skipped_examples"
 # 'skip': how many other items are tried in place of a bad one before giving up.
@@ -72,51 +69,14 @@ def stage_sizes(config) -> tuple[int, ...]:
 def get_source(config, split: str, image_size: int):
   """The random-access source of ``split`` ('train' | 'test').
 
-  ``image_size`` is the largest image size the caller will request; shapes
-  images are rendered directly at the size the transform needs
-  (``int(image_size * 76 / 64)`` with random crop/flip, else ``image_size``).
-  Birds/COCO (``attngan.AttnGANSource``) return full-resolution photos (birds
-  cropped to the bounding box); the transform resizes them.
+  Opened as the dataset registry says (``datasets.open_split``: by
+  ``config.data.name`` and ``config.data.source``). ``image_size`` is the
+  largest image size the caller will request; shapes images are rendered
+  directly at the size the transform needs, birds/COCO sources return
+  full-resolution photos (birds cropped to the bounding box) that the
+  transform resizes.
   """
-  d = config.data
-  if split not in ("train", "test"):
-    raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-  if d.name == "shapes":
-    render = (transforms.load_size(image_size) if d.random_crop_flip
-              else int(image_size))
-    return shapes.source_from_config(d, split, render)
-  if d.name in ("birds", "coco"):
-    source = d.get("source", "attngan")
-    on_bad = errors.check_on_bad_example(d.get("on_bad_example", "error"))
-    if source == "tfds":
-      from input_pipeline import tfds_builders  # pylint: disable=g-import-not-at-top
-      return tfds_builders.TfdsSource(
-          d.get("tfds_data_dir", ""), d.name, split,
-          captions_per_image=d.captions_per_image, on_bad_example=on_bad)
-    if not os.path.isdir(d.data_dir):
-      expected = ("captions_train2014.json, captions_val2014.json (or "
-                  "annotations/), train2014/, val2014/" if source == "coco_json"
-                  else "captions.pickle, train/, test/, ...")
-      raise FileNotFoundError(
-          f"config.data.data_dir={d.data_dir!r}: no such directory (expected "
-          f"the {source} {d.name} layout: {expected})")
-    if source == "coco_json":
-      if d.name != "coco":
-        raise ValueError(
-            f"config.data.source='coco_json' reads MS-COCO caption files, but "
-            f"config.data.name is {d.name!r} (use source='attngan' for birds)")
-      from input_pipeline import coco_json  # pylint: disable=g-import-not-at-top
-      return coco_json.CocoJsonSource(
-          d.data_dir, split, captions_per_image=d.captions_per_image,
-          on_bad_example=on_bad)
-    if source != "attngan":
-      raise ValueError(f"config.data.source must be one of {SOURCES}, got "
-                       f"{source!r}")
-    return attngan.AttnGANSource(
-        d.data_dir, split, dataset=d.name,
-        captions_per_image=d.captions_per_image, on_bad_example=on_bad)
-  raise ValueError(
-      f"config.data.name must be one of {DATASETS}, got {d.name!r}")
+  return datasets.open_split(config.data, split, image_size)
 
 
 def steps_per_epoch(num_items: int, global_batch_size: int,
@@ -406,7 +366,28 @@ class BatchIterator(grain.DatasetIterator):
             f"steps_per_epoch={self.steps_per_epoch}, {self._stream})")
 
 
-def create_iterator(source, *, global_batch_size: int,
+def _check_batching(split: str, num_items: int, global_batch_size: int,
+                    drop_remainder: bool, process_index: int,
+                    process_count: int) -> None:
+  """ValueError unless the split yields global batches shared by the hosts."""
+  if global_batch_size < 1:
+    raise ValueError(f"global_batch_size must be >= 1, got {global_batch_size}")
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index {process_index} is not in "
+                     f"[0, process_count={process_count})")
+  if global_batch_size % process_count:
+    raise ValueError(
+        f"global batch size {global_batch_size} is not divisible by the "
+        f"process count {process_count}")
+  if num_items < 1:
+    raise ValueError(f"the {split} split is empty")
+  if drop_remainder and global_batch_size > num_items:
+    raise ValueError(
+        f"global batch size {global_batch_size} is larger than the {split} "
+        f"split ({num_items} items): with drop_remainder no batch is left")
+
+
+def create_iterator(source: source_items.Source, *, global_batch_size: int,
                     image_sizes: Sequence[int], words_num: int, seed: int,
                     truncation: str, random_crop_flip: bool = True,
                     shuffle: bool = True, drop_remainder: bool = True,
@@ -417,8 +398,9 @@ def create_iterator(source, *, global_batch_size: int,
   """A deterministic, resumable iterator of host-local batches.
 
   Args:
-    source: random access (``len``, ``[i]`` -> dict(image uint8 [H, W, 3],
-      captions list of id lists, class_id, key)), e.g. ``get_source(...)``.
+    source: a ``source_items.Source`` (``len``, ``[i]`` -> dict(image uint8
+      [H, W, 3], captions list of id lists, class_id, key)), e.g.
+      ``get_source(...)``.
     global_batch_size: rows per step over all hosts.
     image_sizes: strictly ascending output sizes (one image array per size).
     words_num: caption length after padding/truncation.
@@ -436,26 +418,11 @@ def create_iterator(source, *, global_batch_size: int,
       ``mirror_word_pairs`` ('left' <-> 'right' for shapes) in its caption.
     on_bad_example: 'error' | 'skip' (an item whose read raises
       ``errors.BadExampleError`` is replaced, logged and counted in
-      ``num_skipped``); None: the source's ``on_bad_example`` ('error' if it
-      has none).
+      ``num_skipped``); None: the source's ``on_bad_example``.
   """
-  split = getattr(source, "split", "?")
   num_items = len(source)
-  if global_batch_size < 1:
-    raise ValueError(f"global_batch_size must be >= 1, got {global_batch_size}")
-  if not 0 <= process_index < process_count:
-    raise ValueError(f"process_index {process_index} is not in "
-                     f"[0, process_count={process_count})")
-  if global_batch_size % process_count:
-    raise ValueError(
-        f"global batch size {global_batch_size} is not divisible by the "
-        f"process count {process_count}")
-  if num_items < 1:
-    raise ValueError(f"the {split} split is empty")
-  if drop_remainder and global_batch_size > num_items:
-    raise ValueError(
-        f"global batch size {global_batch_size} is larger than the {split} "
-        f"split ({num_items} items): with drop_remainder no batch is left")
+  _check_batching(source.split, num_items, global_batch_size, drop_remainder,
+                  process_index, process_count)
   image_sizes = tuple(int(s) for s in image_sizes)
   if (not image_sizes or any(s < 1 for s in image_sizes)
       or list(image_sizes) != sorted(set(image_sizes))):
@@ -470,13 +437,13 @@ def create_iterator(source, *, global_batch_size: int,
   if num_epochs is not None and num_epochs < 1:
     raise ValueError(f"num_epochs must be None or >= 1, got {num_epochs}")
   if on_bad_example is None:
-    on_bad_example = getattr(source, "on_bad_example", "error")
+    on_bad_example = source.on_bad_example
   errors.check_on_bad_example(on_bad_example)
   if num_workers < 0:
     raise ValueError(
         f"config.data.num_workers must be >= 0, got {num_workers}")
   mirror_pairs = (tuple(tuple(int(i) for i in pair) for pair in
-                        getattr(source, "mirror_word_pairs", ()))
+                        source.mirror_word_pairs)
                   if mirror_captions and random_crop_flip else ())
   builder = _BatchBuilder(
       source, num_items=num_items, global_batch_size=int(global_batch_size),

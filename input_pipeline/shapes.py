@@ -34,6 +34,7 @@ import numpy as np
 
 from input_pipeline import source_items
 from input_pipeline import text as text_lib
+from input_pipeline import transforms
 
 KINDS = ("circle", "square", "triangle", "diamond", "star", "ring", "cross")
 # RGB of each colour word. Object colours are far apart (>= ~80 in RGB) so a
@@ -514,7 +515,7 @@ def _build(seed: int, num_train: int, num_test: int,
   return splits, vocab
 
 
-class ShapesSource(source_items.IndexedSource):
+class ShapesSource(source_items.Source):
   """Random-access source of one split of the shapes dataset.
 
   ``source[i]`` is ``dict(image=uint8[render_size, render_size, 3],
@@ -577,12 +578,17 @@ class ShapesSource(source_items.IndexedSource):
   def key(self, i: int) -> str:
     return f"shapes/{self.split}/{self._check(i):06d}"
 
+  def captions(self, i: int) -> list[list[int]]:
+    return [list(c) for c in self._data.ids[self._check(i)]]
+
+  def class_id(self, i: int) -> int:
+    return self.scene(i).class_id
+
   def __getitem__(self, i: int) -> dict[str, Any]:
     i = self._check(i)
-    scene = self._data.scenes[i]
-    return dict(image=render_scene(scene, self.render_size),
-                captions=[list(c) for c in self._data.ids[i]],
-                class_id=scene.class_id, key=self.key(i))
+    return dict(image=render_scene(self._data.scenes[i], self.render_size),
+                captions=self.captions(i), class_id=self.class_id(i),
+                key=self.key(i))
 
   def __repr__(self) -> str:
     return (f"ShapesSource(split={self.split!r}, n={len(self)}, "
@@ -598,4 +604,13 @@ def source_from_config(data: Any, split: str, render_size: int,
       split, num_train=data.shapes_num_train if num_train is None else num_train,
       num_test=data.shapes_num_test, seed=data.shapes_seed,
       captions_per_image=data.captions_per_image, render_size=render_size,
-      scenes=data.get("shapes_scenes", "full"))
+      scenes=data.shapes_scenes)
+
+
+def open_split(data: Any, split: str, image_size: int) -> ShapesSource:
+  """The dataset's ``open_split`` (``datasets.DATASETS``): scenes rendered
+  at the size the transform needs (``transforms.load_size(image_size)``
+  with random crop/flip, else ``image_size``)."""
+  render = (transforms.load_size(image_size) if data.random_crop_flip
+            else int(image_size))
+  return source_from_config(data, split, render)

@@ -233,16 +233,13 @@ def prepare_command(dataset: str, data_dir: str, cpi: int) -> str:
           f"--captions_per_image={cpi}")
 
 
-class TfdsSource(source_items.IndexedSource):
+class TfdsSource(source_items.Source):
   """Random-access source over a prepared ``t2i_birds`` / ``t2i_coco`` split.
 
-  Same interface as ``attngan.AttnGANSource`` (``len``, ``[i]`` -> dict(image
-  uint8 [H, W, 3], captions, class_id, key), ``vocab``, ``split``); reads
-  through ``builder.as_data_source(split)`` (array_record, no TensorFlow).
-  Picklable: a worker process reopens the files.
+  Same interface as ``attngan.AttnGANSource`` (``source_items.Source``);
+  reads through ``builder.as_data_source(split)`` (array_record, no
+  TensorFlow). Picklable: a worker process reopens the files.
   """
-
-  mirror_word_pairs: tuple[tuple[int, int], ...] = ()
 
   def __init__(self, data_dir: str, dataset: str, split: str,
                captions_per_image: int, on_bad_example: str = "error"):
@@ -297,31 +294,58 @@ class TfdsSource(source_items.IndexedSource):
     """The raw stored record ``i`` (image still encoded)."""
     return self._data_source()[self._check(i)]
 
+  def key(self, i: int) -> str:
+    return _record_key(self.record(i))
+
+  def class_id(self, i: int) -> int:
+    return int(self.record(i)["class_id"])
+
+  def captions(self, i: int) -> list[list[int]]:
+    return self._record_captions(self.record(i), i)
+
+  def _where(self, rec: dict[str, Any], i: int) -> str:
+    return (f"{self.data_path} ({self.split} record {i}, key "
+            f"{_record_key(rec)!r})")
+
+  def _record_captions(self, rec: dict[str, Any], i: int) -> list[list[int]]:
+    lens = np.asarray(rec["caption_lens"]).reshape(-1)
+    ids = np.asarray(rec["caption_ids"]).reshape(-1)
+    if int(lens.sum()) != ids.size:
+      raise errors.BadExampleError(
+          f"{self._where(rec, i)}: caption_lens sum to {int(lens.sum())} but "
+          f"caption_ids has {ids.size} ids (corrupt record)")
+    ends = np.cumsum(lens)
+    return [ids[e - n:e].astype(int).tolist() for n, e in zip(lens, ends)]
+
   def __getitem__(self, i: int) -> dict[str, Any]:
     i = self._check(i)
     rec = self.record(i)
-    key = rec["key"]
-    key = key.decode("utf-8") if isinstance(key, bytes) else str(key)
-    where = f"{self.data_path} ({self.split} record {i}, key {key!r})"
+    where = self._where(rec, i)
     image = images.decode_rgb(rec["image"], where,
                               f"tfds {self.dataset} {self.split}")
     box = tuple(int(v) for v in np.asarray(rec["bbox"]).reshape(-1))
     if box != _NO_BBOX:
       image = attngan.crop_to_bbox(image, box, where)
-    lens = np.asarray(rec["caption_lens"]).reshape(-1)
-    ids = np.asarray(rec["caption_ids"]).reshape(-1)
-    if int(lens.sum()) != ids.size:
-      raise errors.BadExampleError(
-          f"{where}: caption_lens sum to {int(lens.sum())} but caption_ids "
-          f"has {ids.size} ids (corrupt record)")
-    ends = np.cumsum(lens)
-    captions = [ids[e - n:e].astype(int).tolist() for n, e in zip(lens, ends)]
-    return dict(image=image, captions=captions,
-                class_id=int(rec["class_id"]), key=key)
+    return dict(image=image, captions=self._record_captions(rec, i),
+                class_id=int(rec["class_id"]), key=_record_key(rec))
 
   def __repr__(self) -> str:
     return (f"TfdsSource(dataset={self.dataset!r}, split={self.split!r}, "
             f"n={len(self)}, path={self.data_path!r})")
+
+
+def _record_key(rec: dict[str, Any]) -> str:
+  key = rec["key"]
+  return key.decode("utf-8") if isinstance(key, bytes) else str(key)
+
+
+def open_split(data, split: str, image_size: int) -> TfdsSource:
+  """Source 'tfds' (``datasets.SOURCES``): ``split`` of ``t2i_<data.name>``
+  prepared into ``data.tfds_data_dir`` ('' = tfds' default)."""
+  del image_size
+  return TfdsSource(data.tfds_data_dir, data.name, split,
+                    captions_per_image=data.captions_per_image,
+                    on_bad_example=data.on_bad_example)
 
 
 def main(argv=None) -> int:

@@ -222,7 +222,7 @@ CELLS = [
     _code("configs", """
     from configs import dmgan_shapes, ffgan_shapes
     from t2igan_jax import evaluate
-    from t2igan_jax import sample as sample_lib
+    from t2igan_jax import gan_lib
     from t2igan_jax import train
 
     FAMILIES = {"dmgan": dmgan_shapes, "ffgan": ffgan_shapes}
@@ -246,7 +246,7 @@ CELLS = [
 
     def checkpoint_steps(run_dir: str) -> list:
       \"\"\"Finished checkpoint steps of a DAMSM or GAN run directory.\"\"\"
-      return sample_lib.list_steps(run_dir)
+      return gan_lib.list_steps(run_dir)
 
 
     c = make_config("dmgan", "train_gan")

@@ -1,9 +1,9 @@
 """Command-line discovery and one-line errors for ``main.py`` (no JAX).
 
-``python main.py --help`` lists the jobs, the config files with their
-variants and how to print a config's fields (``usage``);
+``python main.py --help`` lists the jobs, the presets, the config files and
+the reference-quirk fields, and how to print a config's fields (``usage``);
 ``--print_config`` prints them (``format_config``); a missing config file,
-an unknown variant or a misspelt field is one line naming what exists.
+an unknown preset or a misspelt field is one line naming what exists.
 """
 
 import difflib
@@ -15,11 +15,34 @@ import ml_collections
 
 import configs
 from configs import base
+from configs import gan
 
 HELP_ARGS = ("-h", "-help", "--help", "--helpshort", "-?")
 # The section of the config each job reads most (ranks "did you mean").
 _JOB_SECTION = {"pretrain_damsm": "damsm", "train_gan": "gan",
                 "evaluate": "eval", "sample": "sample"}
+
+
+def _presets() -> str:
+  """The presets of configs/gan.py and configs/damsm.py, one group a line."""
+  def group(presets, field):
+    return (f"{', '.join(presets)} ({field}: "
+            f"{', '.join(v[field] for v in presets.values())})")
+  return (f"  family   {group(gan.FAMILIES, 'model.refiner')}\n"
+          f"  dataset  {group(gan.DATASETS, 'data.name')}\n"
+          f"  size     {', '.join(base.SIZES)} (small models and a short run "
+          "for tests and smoke runs;\n           the data set stays)")
+
+
+def _quirks() -> str:
+  """The reference-quirk fields, wrapped at 78 columns."""
+  lines, line = [], " "
+  for path in base.QUIRK_FLAGS:
+    if len(line) + len(path) + 2 > 78:
+      lines.append(line.rstrip())
+      line = " "
+    line += f" {path},"
+  return "\n".join(lines + [line.rstrip(",")])
 
 
 def usage() -> str:
@@ -30,7 +53,7 @@ def usage() -> str:
   for name in configs.config_names():
     job, summary = configs.describe(name)
     rows.append(f"  configs/{name + '.py':<19} {job:<15} {summary}")
-  variants = ", ".join(f":{v}" for v in base.VARIANTS)
+  variants = ", ".join(f":{v}" for v in base.SIZES)
   return f"""\
 t2igan-jax: text-to-image GANs (DM-GAN, FF-GAN, AttnGAN) with DAMSM encoders.
 
@@ -41,8 +64,9 @@ usage:
       [--config.<field>=<value> ...]
 
 flags:
-  --config=FILE[:VARIANT]   a config file below; variants: {variants} (a
-                            shrunk model and data for tests and smoke runs)
+  --config=FILE[:VARIANT]   a config file below; VARIANT: comma-separated
+                            presets (configs/gan.py:dmgan,bird,tiny); the
+                            other files take {variants} or nothing
   --workdir=DIR             checkpoints, TensorBoard events, metrics.json and
                             losses.jsonl; an existing run there resumes
   --config.<field>=<value>  override a field, e.g. --config.job=sample,
@@ -54,8 +78,18 @@ flags:
 jobs (--config.job=<job>; each config file sets its default):
 {jobs}
 
-configs (default job, what it trains on):
+presets (configs/gan.py:<family>,<dataset>[,<size>],
+         configs/damsm.py:<dataset>[,<size>]):
+{_presets()}
+
+configs (default job, what it trains on; configs/<family>_<dataset>.py is
+configs/gan.py:<family>,<dataset>, configs/damsm_<dataset>.py is
+configs/damsm.py:<dataset>):
 {chr(10).join(rows)}
+
+reference quirks (defaults reproduce the official code; docs/ARCHITECTURE.md
+section 4; --print_config marks them):
+{_quirks()}
 
 Every field, its default and what it means: configs/base.py. Example:
   python main.py --config=configs/dmgan_shapes.py --print_config
@@ -170,8 +204,11 @@ def format_config(config: ml_collections.ConfigDict, spec: str) -> str:
   lines = [f"# --config={spec}: every field (override with "
            "--config.<field>=<value>; meanings in configs/base.py)"]
   for path, value in flat_fields(config):
-    line = f"{path} = {value!r}"
+    notes = []
     if path in defaults and defaults[path] != value:
-      line += f"  # configs/base.py: {defaults[path]!r}"
-    lines.append(line)
+      notes.append(f"configs/base.py: {defaults[path]!r}")
+    if path in base.QUIRK_FLAGS:
+      notes.append("reference quirk")
+    lines.append(f"{path} = {value!r}" + (f"  # {'; '.join(notes)}"
+                                          if notes else ""))
   return "\n".join(lines)

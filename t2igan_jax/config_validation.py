@@ -2,7 +2,11 @@
 
 Every field of ``configs/base.py`` is classified in one of the tables below
 (``CHOICES``, ``RANGES``, ``FILE_NAMES``, ``INPUT_PATHS``, ``FREE_TEXT``) or
-is a bool; tests/test_cli.py checks that no field is left out.
+is a bool; tests/test_cli.py checks that no field is left out. The allowed
+jobs, datasets, sources and refiner families are read from where they are
+defined (``configs/base.py:JOB_DESCRIPTIONS``,
+``input_pipeline/datasets.py``, ``t2igan_jax/models/families.py``); none of
+these imports JAX.
 """
 
 import math
@@ -12,7 +16,9 @@ from typing import Any, Callable, NamedTuple
 import ml_collections
 
 from configs import base
+from input_pipeline import datasets
 from t2igan_jax.errors import ConfigError
+from t2igan_jax.models import families
 
 JOBS = base.JOBS  # the one list of jobs
 
@@ -22,14 +28,14 @@ CHOICES = {
     "on_nonfinite": ("stop", "skip"),
     "dtype": ("auto", "float32", "bfloat16"),
     "remat": ("none", "last_stage", "refiners"),
-    "data.name": ("shapes", "birds", "coco"),
+    "data.name": tuple(datasets.DATASETS),
     "data.caption_truncation": ("random_subset", "prefix"),
-    "data.source": ("attngan", "coco_json", "tfds"),
+    "data.source": tuple(datasets.SOURCES),
     "data.on_bad_example": ("error", "skip"),
     "data.shapes_scenes": ("full", "single"),
     "image_encoder.backbone": ("inception", "small"),
     "damsm.word_score": ("code", "paper"),
-    "model.refiner": ("memory", "ffblock", "attention"),
+    "model.refiner": tuple(families.REFINER_FAMILIES),
     "model.attn_mask_mode": ("rolled", "per_caption"),
     "model.word_axis_length": ("batch_max", "words_num"),
     "model.ffgan_word_mask": ("none", "padding"),
@@ -41,7 +47,7 @@ CHOICES = {
     "gan.bce": ("torch_clamped", "logits"),
     "gan.wrong_pair": ("shift", "other_class"),
     "gan.snapshot_bn_stats": ("live",),  # 'recompute' not implemented yet
-    "eval.is_protocol": ("auto", "shapes", "cub", "coco", "none"),
+    "eval.is_protocol": ("auto",) + datasets.IS_PROTOCOLS,
     "eval.rprec_fold_slice": ("full", "reference"),
     "eval.png_quantization": ("truncate", "round"),
     "sample.weights": ("ema", "raw", "ema_debiased"),
@@ -142,6 +148,8 @@ RANGES = {
     "sample.num_per_caption": POSITIVE,
     "sample.checkpoint_step": STEP_OR_LATEST,
     "sample.seed": NON_NEGATIVE,
+    "sample.interpolate": Rule(lambda v: v == 0 or v >= 2,
+                               "0 (off) or the images per row, >= 2"),
     "log_every_steps": POSITIVE,
     "image_every_steps": POSITIVE,
     "checkpoint_every_steps": POSITIVE,
@@ -282,9 +290,8 @@ def _check_paths(config) -> None:
 
 def _shapes_is_protocol(config) -> bool:
   """True when IS uses the project's shapes classifier (made on first use)."""
-  protocol = config.eval.is_protocol
-  return protocol == "shapes" or (protocol == "auto"
-                                  and config.data.name == "shapes")
+  return datasets.resolve_is_protocol(
+      config.data.name, config.eval.is_protocol) == "shapes"
 
 
 def validate(config: ml_collections.ConfigDict) -> None:
@@ -296,15 +303,31 @@ def validate(config: ml_collections.ConfigDict) -> None:
       raise ConfigError(f"config.{path}={value!r} is not one of {allowed}")
   _check_ranges(config)
   _check_paths(config)
-  if (config.data.name != "shapes" and config.data.source != "tfds"
-      and not config.data.data_dir):
-    raise ConfigError(
-        f"config.data.data_dir is empty: dataset {config.data.name!r} needs the "
-        "directory holding its AttnGAN-layout data")
+  _check_source(config.data)
   if config.data.name == "shapes" and config.data.captions_per_image > 10:
     raise ConfigError("config.data.captions_per_image must be <= 10 for the "
                       "embedded shapes dataset")
   _validate_reliability(config)
+
+
+def _check_source(data) -> None:
+  """The dataset comes from ``data.source``, whose directory is set; a
+  generated dataset leaves ``data.source`` at its default (it reads none)."""
+  try:
+    source = datasets.source(data)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  default = base.get_config().data.source
+  if source is None and data.source != default:
+    raise ConfigError(
+        f"config.data.source={data.source!r}: dataset {data.name!r} is "
+        f"generated in memory and reads no source (leave config.data.source "
+        f"at its default {default!r}, or choose a dataset of "
+        f"{tuple(n for n, d in datasets.DATASETS.items() if d.sources)})")
+  if source is not None and source.dir_required and not data[source.dir_field]:
+    raise ConfigError(
+        f"config.data.{source.dir_field} is empty: source {data.source!r} of "
+        f"dataset {data.name!r} reads {source.reads} there")
 
 
 def _validate_reliability(config) -> None:

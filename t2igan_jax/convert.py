@@ -12,7 +12,7 @@ writes
 * ``<workdir>/damsm/``: a DAMSM directory exactly as ``pretrain_damsm`` leaves
   one (``vocab.json`` = the dataset vocabulary, ``damsm_config.json``,
   ``checkpoints/0``) holding the converted text and image encoders;
-* ``<workdir>/checkpoints/0``: a normal GAN checkpoint (``gan_train.GanState``)
+* ``<workdir>/checkpoints/0``: a normal GAN checkpoint (``gan_lib.GanState``)
   whose meta names ``<workdir>/damsm``, so ``job=sample``, ``job=evaluate`` and
   ``job=train_gan`` (fine-tuning) load it like any other
   (``--config.gan.damsm_dir=<workdir>/damsm``; left empty, GAN jobs use
@@ -358,14 +358,14 @@ def convert_generator(state: Mapping[str, np.ndarray], config, *,
 # ------------------------------------------------------------ discriminators
 def discriminator_shapes(config, stage: int) -> dict:
   from input_pipeline import pipeline as input_pipeline  # pylint: disable=g-import-not-at-top
-  from t2igan_jax import gan_train  # pylint: disable=g-import-not-at-top
+  from t2igan_jax import gan_lib  # pylint: disable=g-import-not-at-top
   from t2igan_jax.models import discriminator as discriminator_lib  # pylint: disable=g-import-not-at-top
   d = discriminator_lib.Discriminator(stage=stage, ndf=config.model.ndf)
   size = input_pipeline.stage_sizes(config)[stage]
   x = jnp.zeros((2, size, size, 3))
   sent = jnp.zeros((2, config.text_encoder.embedding_dim))
   return _shapes(lambda: d.init({"params": jax.random.key(0)}, x, sent,
-                                method=gan_train._g_step_heads))  # pylint: disable=protected-access
+                                method=gan_lib.g_step_heads))
 
 
 def convert_discriminator(state: Mapping[str, np.ndarray], config, stage: int,
@@ -512,13 +512,13 @@ def _fill_from_abstract(abstract, **fields):
 
 
 def damsm_state(config, text_model, image_model, text_params, image_vars):
-  """A ``DamsmState`` as ``damsm_pretrain.create_state`` makes one (same RNG
+  """A ``DamsmState`` as ``damsm_lib.create_state`` makes one (same RNG
   splits, fresh optimiser), holding the converted encoders. Only a missing
   image encoder is initialised (jitted), so nothing else is compiled."""
-  from t2igan_jax import damsm_pretrain  # pylint: disable=g-import-not-at-top
+  from t2igan_jax import damsm_lib  # pylint: disable=g-import-not-at-top
   key = jax.random.key(config.seed)
   abstract = jax.eval_shape(functools.partial(
-      damsm_pretrain.create_state, config, text_model, image_model), key)
+      damsm_lib.create_state, config, text_model, image_model), key)
   _, image_rng, state_rng = jax.random.split(key, 3)
   if image_vars is None:
     size = config.damsm.image_size
@@ -536,8 +536,8 @@ def damsm_state(config, text_model, image_model, text_params, image_vars):
       abstract, params=params,
       batch_stats=_as_device(image_vars.get("batch_stats", {}),
                              abstract.batch_stats),
-      opt_state=damsm_pretrain._init_opt_state(  # pylint: disable=protected-access
-          damsm_pretrain.make_optimizers(config), params,
+      opt_state=damsm_lib.init_opt_state(
+          damsm_lib.make_optimizers(config), params,
           config.image_encoder.train_trunk),
       rng=state_rng)
   _check_same_tree(state, abstract, "DAMSM state")
@@ -545,12 +545,12 @@ def damsm_state(config, text_model, image_model, text_params, image_vars):
 
 
 def gan_state(config, models, g_vars, d_vars):
-  """A ``GanState`` as ``gan_train.create_state`` makes one (same RNG splits,
+  """A ``GanState`` as ``gan_lib.create_state`` makes one (same RNG splits,
   fresh Adam states), with G (raw and EMA) and, when given, the Ds converted.
   Only missing Ds are initialised (the whole create_state is then jitted)."""
-  from t2igan_jax import gan_train  # pylint: disable=g-import-not-at-top
+  from t2igan_jax import gan_lib  # pylint: disable=g-import-not-at-top
   key = jax.random.key(config.seed)
-  abstract = jax.eval_shape(functools.partial(gan_train.create_state, models),
+  abstract = jax.eval_shape(functools.partial(gan_lib.create_state, models),
                             key)
   _, _, state_rng = jax.random.split(key, 3)
   _check_same_tree(g_vars["params"], abstract.g_params, "generator")
@@ -566,10 +566,9 @@ def gan_state(config, models, g_vars, d_vars):
       d_stats.append(_as_device({"batch_stats": v["batch_stats"]},
                                 abstract.d_stats[i]))
   else:
-    fresh = jax.jit(functools.partial(gan_train.create_state, models))(key)
+    fresh = jax.jit(functools.partial(gan_lib.create_state, models))(key)
     d_params, d_stats = fresh.d_params, fresh.d_stats
-  g_tx = gan_train._adam(config.gan.g_lr, config)  # pylint: disable=protected-access
-  d_tx = gan_train._adam(config.gan.d_lr, config)  # pylint: disable=protected-access
+  g_tx, d_tx = gan_lib.make_optimizers(config)
   state = _fill_from_abstract(
       abstract, g_params=g_params, g_ema=g_params,
       g_stats=_as_device(g_vars["batch_stats"], abstract.g_stats),
@@ -584,13 +583,13 @@ def write_damsm_dir(config, damsm_dir: str, vocab, text_state, image_state, *,
   """A DAMSM directory (as ``pretrain_damsm`` writes) from converted encoders."""
   from input_pipeline import pipeline as input_pipeline  # pylint: disable=g-import-not-at-top
   from t2igan_jax import checkpointing  # pylint: disable=g-import-not-at-top
-  from t2igan_jax import damsm_pretrain  # pylint: disable=g-import-not-at-top
+  from t2igan_jax import damsm_lib  # pylint: disable=g-import-not-at-top
   os.makedirs(damsm_dir, exist_ok=True)
-  ckpt_dir = os.path.join(damsm_dir, damsm_pretrain.CHECKPOINT_DIR)
+  ckpt_dir = os.path.join(damsm_dir, damsm_lib.CHECKPOINT_DIR)
   if os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir):
     raise CheckpointError(f"{ckpt_dir} already holds checkpoints; convert "
                           "into a new --workdir")
-  text_model, image_model = damsm_pretrain.build_models(config, vocab.n_words)
+  text_model, image_model = damsm_lib.build_models(config, vocab.n_words)
   text_params = convert_text_encoder(text_state, config, vocab.n_words,
                                      source=sources["text_encoder"])
   image_vars = None
@@ -598,17 +597,17 @@ def write_damsm_dir(config, damsm_dir: str, vocab, text_state, image_state, *,
     image_vars = convert_image_encoder(image_state, config,
                                        source=sources["image_encoder"])
   state = damsm_state(config, text_model, image_model, text_params, image_vars)
-  damsm_pretrain._write_json(os.path.join(damsm_dir, damsm_pretrain.VOCAB_FILE),  # pylint: disable=protected-access
+  damsm_lib.write_json(os.path.join(damsm_dir, damsm_lib.VOCAB_FILE),
                              vocab.to_json())
-  damsm_pretrain._write_json(  # pylint: disable=protected-access
-      os.path.join(damsm_dir, damsm_pretrain.ENCODER_CONFIG_FILE),
-      damsm_pretrain.encoder_config(config))
+  damsm_lib.write_json(
+      os.path.join(damsm_dir, damsm_lib.ENCODER_CONFIG_FILE),
+      damsm_lib.encoder_config(config))
   source = input_pipeline.get_source(config, "train", config.damsm.image_size)
   data_iter = input_pipeline.create_train_iterator(
       config, source, global_batch_size=config.damsm.batch_size,
       image_sizes=(config.damsm.image_size,), words_num=config.damsm.words_num)
-  meta = {"job": "pretrain_damsm", **damsm_pretrain._vocab_meta(vocab),  # pylint: disable=protected-access
-          "encoders": damsm_pretrain.encoder_config(config),
+  meta = {"job": "pretrain_damsm", **damsm_lib.vocab_meta(vocab),
+          "encoders": damsm_lib.encoder_config(config),
           "converted_from": sources}
   ckpt = checkpointing.Checkpointer(ckpt_dir, max_to_keep=1000, interval=1)
   try:
@@ -617,7 +616,7 @@ def write_damsm_dir(config, damsm_dir: str, vocab, text_state, image_state, *,
     ckpt.close()
   # Marks the directory as converted: GAN jobs with an empty gan.damsm_dir use
   # it as is (never pretrain into it, even with gan.pretrain_damsm_if_missing).
-  damsm_pretrain._write_json(os.path.join(damsm_dir, CONVERTED_FILE),  # pylint: disable=protected-access
+  damsm_lib.write_json(os.path.join(damsm_dir, CONVERTED_FILE),
                              {"sources": sources})
 
 
@@ -633,23 +632,10 @@ def convert(config, workdir: str, *, netG: str | None, text_encoder: str,  # pyl
   Returns the record also written to ``workdir/converted.json`` (with a GAN).
   """
   from input_pipeline import pipeline as input_pipeline  # pylint: disable=g-import-not-at-top
-  from t2igan_jax import checkpointing  # pylint: disable=g-import-not-at-top
   from t2igan_jax import config_validation  # pylint: disable=g-import-not-at-top
-  from t2igan_jax import gan_train  # pylint: disable=g-import-not-at-top
   config_validation.validate(config)
   netD = list(netD or [])  # pylint: disable=invalid-name
-  n_stages = config.data.branch_num
-  if netD and not netG:
-    raise ConfigError("--netD needs --netG (the discriminators join a "
-                      "converted generator's checkpoint)")
-  if netD and len(netD) != n_stages:
-    raise ConfigError(
-        f"--netD names {len(netD)} files but config.data.branch_num is "
-        f"{n_stages}: give one netD file per stage (netD0, netD1, ...) or none")
-  ckpt_dir = os.path.join(workdir, gan_train.CHECKPOINT_DIR)
-  if os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir):
-    raise CheckpointError(f"{ckpt_dir} already holds checkpoints; convert "
-                          "into a new --workdir")
+  _check_arguments(config, workdir, netG, netD)
   if not image_encoder:
     image_encoder = sibling_image_encoder(text_encoder)
     if image_encoder:
@@ -687,18 +673,50 @@ def convert(config, workdir: str, *, netG: str | None, text_encoder: str,  # pyl
             "image_encoder": ("converted" if image_state is not None
                               else "initialised")}
 
-  models = gan_train.GanModels(config, None, None)
-  state = gan_state(config, models, g_vars, d_vars)
+  return write_gan_checkpoint(config, workdir, g_vars, d_vars, vocab=vocab,
+                              train_source=train_source, damsm_dir=damsm_dir,
+                              sources=sources,
+                              image_converted=image_state is not None)
 
-  epoch = parse_epoch(netG)
+
+def _check_arguments(config, workdir: str, netG, netD) -> None:  # pylint: disable=invalid-name
+  """ConfigError / CheckpointError for file lists that cannot work."""
+  from t2igan_jax import gan_lib  # pylint: disable=g-import-not-at-top
+  n_stages = config.data.branch_num
+  if netD and not netG:
+    raise ConfigError("--netD needs --netG (the discriminators join a "
+                      "converted generator's checkpoint)")
+  if netD and len(netD) != n_stages:
+    raise ConfigError(
+        f"--netD names {len(netD)} files but config.data.branch_num is "
+        f"{n_stages}: give one netD file per stage (netD0, netD1, ...) or none")
+  ckpt_dir = os.path.join(workdir, gan_lib.CHECKPOINT_DIR)
+  if os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir):
+    raise CheckpointError(f"{ckpt_dir} already holds checkpoints; convert "
+                          "into a new --workdir")
+
+
+def write_gan_checkpoint(config, workdir: str, g_vars, d_vars, *, vocab,
+                         train_source, damsm_dir: str, sources: dict,
+                         image_converted: bool) -> dict[str, Any]:
+  """GAN checkpoint step 0 of converted G (and D) variables, plus
+  ``workdir/converted.json``; returns that record."""
+  from input_pipeline import pipeline as input_pipeline  # pylint: disable=g-import-not-at-top
+  from t2igan_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  from t2igan_jax import gan_lib  # pylint: disable=g-import-not-at-top
+  models = gan_lib.GanModels(config, None, None)
+  state = gan_state(config, models, g_vars, d_vars)
+  sizes = input_pipeline.stage_sizes(config)
+  epoch = parse_epoch(sources["netG"])
   meta = {"job": "train_gan", "vocab_fingerprint": vocab.fingerprint(),
-          "model": gan_train.model_meta(config.model.to_dict()),
+          "model": gan_lib.model_meta(config.model.to_dict()),
           "damsm_dir": damsm_dir,
           "stage_sizes": list(sizes), "converted_from": sources,
           "source_epoch": epoch}
   data_iter = input_pipeline.create_train_iterator(
       config, train_source, global_batch_size=config.gan.batch_size,
       image_sizes=sizes, words_num=config.data.words_num)
+  ckpt_dir = os.path.join(workdir, gan_lib.CHECKPOINT_DIR)
   ckpt = checkpointing.Checkpointer(ckpt_dir, max_to_keep=config.keep_checkpoints,
                                     interval=1)
   try:
@@ -709,7 +727,7 @@ def convert(config, workdir: str, *, netG: str | None, text_encoder: str,  # pyl
             "damsm_dir": damsm_dir, "refiner": config.model.refiner,
             "g_ema_equals_g": True,
             "discriminators": "converted" if d_vars else "initialised",
-            "image_encoder": "converted" if image_state is not None else "initialised",
+            "image_encoder": "converted" if image_converted else "initialised",
             "optimizers": "initialised"}
   with open(os.path.join(workdir, CONVERTED_FILE), "w") as f:
     json.dump(record, f, indent=1, sort_keys=True)

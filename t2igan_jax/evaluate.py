@@ -48,6 +48,7 @@ bias-corrected EMA; ``generator_weights_used`` / ``_description`` in the JSON
 say which parameters were evaluated.
 """
 
+import dataclasses
 import functools
 import json
 import logging
@@ -63,11 +64,11 @@ import numpy as np
 from jax.experimental import multihost_utils
 from PIL import Image
 
+from input_pipeline import datasets
 from input_pipeline import pipeline as input_pipeline
 from input_pipeline import text as text_lib
-from t2igan_jax import gan_train
+from t2igan_jax import gan_lib
 from t2igan_jax import metric_writer
-from t2igan_jax import sample as sample_lib
 from t2igan_jax import sharding
 from t2igan_jax.errors import CheckpointError, ConfigError
 from t2igan_jax.evaluation import fid as fid_lib
@@ -107,20 +108,20 @@ def _to_uint8(images: np.ndarray) -> np.ndarray:
 
 
 def resolve_is_protocol(config) -> str:
-  p = config.eval.is_protocol
-  if p != "auto":
-    return p
-  return {"shapes": "shapes", "birds": "cub", "coco": "coco"}[config.data.name]
+  """``config.eval.is_protocol``; 'auto' = the dataset's (its entry in
+  ``input_pipeline/datasets.py``)."""
+  return datasets.resolve_is_protocol(config.data.name,
+                                      config.eval.is_protocol)
 
 
 def _eval_step(g_params, g_stats, batch, enc, z_key, ca_key, index, *,
-               models: gan_train.GanModels, quantization: str):
+               models: gan_lib.GanModels, quantization: str):
   """One generated batch: (quantised last-stage images, DAMSM image codes,
   own sentence codes)."""
   b = batch["captions"].shape[0]
   z = jax.random.normal(jax.random.fold_in(z_key, index),
                         (b, models.config.model.z_dim))
-  images, _ = gan_train.sample_step(g_params, g_stats, batch, enc, z,
+  images, _ = gan_lib.sample_step(g_params, g_stats, batch, enc, z,
                                     jax.random.fold_in(ca_key, index),
                                     models=models)
   last = images[-1]
@@ -169,18 +170,30 @@ class _Chunker:
     return np.concatenate(self.outputs)
 
 
-def _captions_of(source, i: int) -> list[list[int]]:
-  if hasattr(source, "captions"):
-    return source.captions(i)
-  return source[i]["captions"]
+@dataclasses.dataclass
+class _Generated:
+  """What one evaluation pass collects from its generated batches."""
+  fid_chunks: Any = None
+  is_chunks: Any = None
+  image_codes: list = dataclasses.field(default_factory=list)
+  sent_codes: list = dataclasses.field(default_factory=list)
+  class_ids: list = dataclasses.field(default_factory=list)
+  first_grid: Any = None
+  done: int = 0
 
-
-def _class_of(source, i: int) -> int:
-  if hasattr(source, "class_ids"):
-    return int(source.class_ids[i])
-  if hasattr(source, "scene"):
-    return int(source.scene(i).class_id)
-  return int(source[i]["class_id"])
+  def add(self, images, keep: int, codes, sent, class_ids) -> np.ndarray:
+    """Takes the first ``keep`` samples of a batch; returns their pixels."""
+    pixels = _to_uint8(images[:keep])
+    for chunks in (self.fid_chunks, self.is_chunks):
+      if chunks is not None:
+        chunks.add(pixels)
+    self.image_codes.append(codes[:keep])
+    self.sent_codes.append(sent[:keep])
+    self.class_ids.append(class_ids[:keep])
+    if self.first_grid is None:
+      self.first_grid = metric_writer.image_grid(images)
+    self.done += keep
+    return pixels
 
 
 class Evaluator:
@@ -201,8 +214,8 @@ class Evaluator:
     if n < e.batch_size:
       raise ConfigError(f"config.eval.batch_size={e.batch_size} is larger than "
                         f"the test split ({n} images)")
-    self.captions = [_captions_of(self.test_source, i) for i in range(n)]
-    self.class_ids = np.asarray([_class_of(self.test_source, i)
+    self.captions = [self.test_source.captions(i) for i in range(n)]
+    self.class_ids = np.asarray([self.test_source.class_id(i)
                                  for i in range(n)], np.int64)
     if e.fid:
       self.fid_module, self.fid_variables = (
@@ -338,11 +351,11 @@ class Evaluator:
             "caption_lens": lens[order],
             "class_ids": self.class_ids[rows][order].astype(np.int32)}
 
-  def caption_pool(self, gen: sample_lib.RestoredGenerator):
+  def caption_pool(self, gen: gan_lib.RestoredGenerator):
     """Sentence codes [M, D] of every test caption (fitted once) and classes."""
     return self._compiled(gen)["pool"]
 
-  def _compiled(self, gen: sample_lib.RestoredGenerator) -> dict[str, Any]:
+  def _compiled(self, gen: gan_lib.RestoredGenerator) -> dict[str, Any]:
     if gen.damsm_dir not in self._per_damsm:
       step_fn = jax.jit(functools.partial(
           _eval_step, models=gen.models,
@@ -351,7 +364,7 @@ class Evaluator:
                                         "pool": self._encode_pool(gen)}
     return self._per_damsm[gen.damsm_dir]
 
-  def _encode_pool(self, gen: sample_lib.RestoredGenerator):
+  def _encode_pool(self, gen: gan_lib.RestoredGenerator):
     c = self.config
     rng = np.random.default_rng([c.eval.seed, 2])
     caps, lens, classes = [], [], []
@@ -382,58 +395,15 @@ class Evaluator:
     """Evaluates checkpoint ``step`` (-1: latest); writes eval_<step>.json."""
     c, e = self.config, self.config.eval
     t0 = time.monotonic()
-    gen = sample_lib.restore_generator(c, self.workdir, step)
+    gen = gan_lib.restore_generator(c, self.workdir, step)
     step = gen.step
     logging.info("evaluating checkpoint step %d (%s): %d samples, batch %d, "
                  "%d px", step, gen.weights_description, e.num_samples,
                  e.batch_size, self.size)
-    # restore_generator already placed them replicated on this mesh's devices.
-    g_params, g_stats, enc = gen.g_params, gen.g_stats, gen.enc
-    step_fn = self._compiled(gen)["step_fn"]
-    z_key, ca_key = jax.random.key(e.seed), jax.random.key(e.seed + 1)
-    batch_sharding = sharding.batch_sharded(self.mesh)
-    fid_chunks = (_Chunker(self.fid_fn, e.fid_batch_size, self.mesh)
-                  if e.fid else None)
-    is_chunks = (_Chunker(self.is_fn, e.fid_batch_size, self.mesh)
-                 if self.is_fn is not None else None)
-    image_dir = os.path.join(self.workdir, f"eval_{step}_images")
-    if e.save_images and jax.process_index() == 0:
-      os.makedirs(image_dir, exist_ok=True)
-    image_codes, sent_codes, class_ids = [], [], []
-    first_grid = None
-    num_batches = math.ceil(e.num_samples / e.batch_size)
-    done = 0
-    for k in range(num_batches):
-      host = self.batch_captions(k)
-      batch = {key: _put_global(host[key], batch_sharding)
-               for key in ("captions", "caption_lens")}
-      images, codes, sent = step_fn(g_params, g_stats, batch, enc, z_key,
-                                    ca_key, k)
-      images, codes, sent = (np.asarray(x) for x in
-                             multihost_utils.process_allgather(
-                                 (images, codes, sent), tiled=True))
-      keep = min(e.batch_size, e.num_samples - done)
-      pixels = _to_uint8(images[:keep])
-      if fid_chunks is not None:
-        fid_chunks.add(pixels)
-      if is_chunks is not None:
-        is_chunks.add(pixels)
-      image_codes.append(codes[:keep])
-      sent_codes.append(sent[:keep])
-      class_ids.append(host["class_ids"][:keep])
-      if first_grid is None:
-        first_grid = metric_writer.image_grid(images)
-      if e.save_images and jax.process_index() == 0:
-        for j in range(keep):
-          Image.fromarray(pixels[j]).save(
-              os.path.join(image_dir, f"{done + j:06d}.png"))
-      done += keep
-      if (k + 1) % 100 == 0:
-        logging.info("generated %d / %d images", done, e.num_samples)
+    out = self._generate(gen, step)
     gen_seconds = time.monotonic() - t0
-
     result: dict[str, Any] = {
-        "step": step, "num_samples": done, "batch_size": e.batch_size,
+        "step": step, "num_samples": out.done, "batch_size": e.batch_size,
         "seed": e.seed, "image_size": self.size,
         "png_quantization": e.png_quantization,
         "eval_words_num": c.data.eval_words_num,
@@ -441,22 +411,70 @@ class Evaluator:
         "generator_weights": c.sample.weights,
         "generator_weights_used": gen.weights_used,
         "generator_weights_description": gen.weights_description}
-    # FID
-    if fid_chunks is not None:
-      feats = fid_chunks.result()
-      mu_r, sigma_r = self.real_statistics()
-      mu_g, sigma_g = fid_lib.statistics(feats)
-      result["fid"] = fid_lib.frechet_distance(mu_g, sigma_g, mu_r, sigma_r)
-      result["fid_protocol"] = {
-          "weights": e.fid_weights or fid_inception.FID_PACKAGE_PIN,
-          "resize": f"{self.fid_module.resize_mode} bilinear to "
-                    f"{self.fid_module.input_size}",
-          "reference_statistics": os.path.abspath(self.stats_path()),
-          "paper_comparable": False, "note": FID_NOTE}
-    else:
-      result["fid"] = None
-      result["fid_protocol"] = {"skipped": "config.eval.fid=False"}
-    # IS
+    result.update(self._fid_result(out.fid_chunks))
+    result.update(self._is_result(out.is_chunks, out.class_ids))
+    result.update(self._r_precision_result(gen, out))
+    result["generation_seconds"] = gen_seconds
+    result["seconds"] = time.monotonic() - t0
+    self._write(step, result, out.first_grid)
+    return result
+
+  def _generate(self, gen: gan_lib.RestoredGenerator,
+                step: int) -> "_Generated":
+    """``eval.num_samples`` images of ``gen``: their FID / IS features (fed
+    to chunked feature functions), DAMSM codes and class ids, the first
+    batch's grid, and the PNGs when ``eval.save_images``."""
+    e = self.config.eval
+    # restore_generator already placed them replicated on this mesh's devices.
+    step_fn = self._compiled(gen)["step_fn"]
+    z_key, ca_key = jax.random.key(e.seed), jax.random.key(e.seed + 1)
+    batch_sharding = sharding.batch_sharded(self.mesh)
+    out = _Generated(
+        fid_chunks=(_Chunker(self.fid_fn, e.fid_batch_size, self.mesh)
+                    if e.fid else None),
+        is_chunks=(_Chunker(self.is_fn, e.fid_batch_size, self.mesh)
+                   if self.is_fn is not None else None))
+    image_dir = os.path.join(self.workdir, f"eval_{step}_images")
+    if e.save_images and jax.process_index() == 0:
+      os.makedirs(image_dir, exist_ok=True)
+    for k in range(math.ceil(e.num_samples / e.batch_size)):
+      host = self.batch_captions(k)
+      batch = {key: _put_global(host[key], batch_sharding)
+               for key in ("captions", "caption_lens")}
+      images, codes, sent = step_fn(gen.g_params, gen.g_stats, batch, gen.enc,
+                                    z_key, ca_key, k)
+      images, codes, sent = (np.asarray(x) for x in
+                             multihost_utils.process_allgather(
+                                 (images, codes, sent), tiled=True))
+      keep = min(e.batch_size, e.num_samples - out.done)
+      pixels = out.add(images, keep, codes, sent, host["class_ids"])
+      if e.save_images and jax.process_index() == 0:
+        for j in range(keep):
+          Image.fromarray(pixels[j]).save(
+              os.path.join(image_dir, f"{out.done - keep + j:06d}.png"))
+      if (k + 1) % 100 == 0:
+        logging.info("generated %d / %d images", out.done, e.num_samples)
+    return out
+
+  def _fid_result(self, fid_chunks) -> dict[str, Any]:
+    e = self.config.eval
+    if fid_chunks is None:
+      return {"fid": None, "fid_protocol": {"skipped": "config.eval.fid=False"}}
+    feats = fid_chunks.result()
+    mu_r, sigma_r = self.real_statistics()
+    mu_g, sigma_g = fid_lib.statistics(feats)
+    return {
+        "fid": fid_lib.frechet_distance(mu_g, sigma_g, mu_r, sigma_r),
+        "fid_protocol": {
+            "weights": e.fid_weights or fid_inception.FID_PACKAGE_PIN,
+            "resize": f"{self.fid_module.resize_mode} bilinear to "
+                      f"{self.fid_module.input_size}",
+            "reference_statistics": os.path.abspath(self.stats_path()),
+            "paper_comparable": False, "note": FID_NOTE}}
+
+  def _is_result(self, is_chunks, class_ids) -> dict[str, Any]:
+    e = self.config.eval
+    result: dict[str, Any] = {}
     if is_chunks is not None:
       logits = is_chunks.result()
       drop = self.is_protocol == "cub" and e.is_drop_last
@@ -472,26 +490,25 @@ class Evaluator:
             "real_test_images": self.shapes_real_agreement,
             "description": SHAPES_AGREEMENT_NOTE}
     result["is_protocol"] = self.is_info
-    # R-precision
+    return result
+
+  def _r_precision_result(self, gen, out: "_Generated") -> dict[str, Any]:
+    e = self.config.eval
     pool, pool_classes = self.caption_pool(gen)
     rp = rprec_lib.r_precision(
-        np.concatenate(image_codes), np.concatenate(sent_codes), pool,
-        pool_classes, np.concatenate(class_ids),
+        np.concatenate(out.image_codes), np.concatenate(out.sent_codes), pool,
+        pool_classes, np.concatenate(out.class_ids),
         num_candidates=e.rprec_candidates, folds=e.rprec_folds,
         fold_slicing=e.rprec_fold_slice,
         rng=np.random.default_rng([e.seed, 4]))
-    result.update({
+    return {
         "r_precision_mean": rp["mean"], "r_precision_std": rp["std"],
         "r_precision_per_fold": [float(x) for x in rp["per_fold"]],
         "r_precision_fold_slicing": rp["fold_slicing"],
         "r_precision_description": rp["description"],
         "r_precision_paper_comparable": False,
         "r_precision_note": "DAMSM encoders of this run (the papers used the "
-                            "released ones, which also trained their G)"})
-    result["generation_seconds"] = gen_seconds
-    result["seconds"] = time.monotonic() - t0
-    self._write(step, result, first_grid)
-    return result
+                            "released ones, which also trained their G)"}
 
   def _write(self, step: int, result: dict[str, Any], grid) -> None:
     weights = self.config.sample.weights
@@ -536,7 +553,7 @@ def watch(evaluator: Evaluator) -> list[dict[str, Any]]:
   results = []
   deadline = time.monotonic() + e.watch_timeout_s
   while True:
-    pending = [s for s in sample_lib.list_steps(evaluator.workdir)
+    pending = [s for s in gan_lib.list_steps(evaluator.workdir)
                if not os.path.exists(eval_path(
                    evaluator.workdir, s, evaluator.config.sample.weights))]
     if pending:

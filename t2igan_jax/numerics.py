@@ -71,6 +71,17 @@ def debug_poison(config, name: str, value: jax.Array, step: jax.Array):
   return value * jnp.where(hit, jnp.nan, 1.0).astype(value.dtype)
 
 
+def poison_terms(config, terms: Mapping[str, jax.Array],
+                 step: jax.Array) -> dict[str, jax.Array]:
+  """Testing only: :func:`debug_poison` applied to every loss term of a step.
+
+  The one place a training step injects the debug NaN: ``terms`` maps the
+  names ``config.debug_nonfinite_term`` may give to scalar losses; the
+  returned dict has the same keys and order.
+  """
+  return {k: debug_poison(config, k, v, step) for k, v in terms.items()}
+
+
 def check_debug_term(config, names: Sequence[str], job: str) -> None:
   """ConfigError unless the debug term (when set) is a loss term of ``job``."""
   if config.debug_nonfinite_step > 0 and (

@@ -8,9 +8,12 @@ For each line of ``config.sample.captions_file`` (one caption per line, as
    ``gen_example`` drops them silently); no WORDS_NUM truncation (as
    ``gen_example``);
 2. ``config.sample.num_per_caption`` samples of the EMA generator in eval mode
-   (BN running statistics, SPEC-dmgan §8.5), z ~ N(0, I) from
-   ``fold_in(key(sample.seed), line)`` so a line's images do not depend on the
-   other lines; ``sample.weights`` picks the weights (:func:`generator_weights`;
+   (BN running statistics, SPEC-dmgan §8.5; ``generation.generate_ids``),
+   z ~ N(0, I) from ``fold_in(key(sample.seed), line)`` so a line's images do
+   not depend on the other lines, or with ``sample.fixed_noise`` the same z and
+   CA epsilon for every line (lines then differ only by their text);
+   ``sample.weights`` picks the weights
+   (``gan_lib.generator_weights``;
    the log, the report and the overview say which were used);
 3. written to ``output_dir`` (default ``workdir/samples_<step>`` for the EMA,
    ``workdir/samples_<step>_<weights>`` for 'raw' / 'ema_debiased')::
@@ -29,6 +32,11 @@ For each line of ``config.sample.captions_file`` (one caption per line, as
                                           in file order, OVERVIEW_COLUMNS per
                                           row, under a title naming the step,
                                           weights and seed
+     interpolation_<LLL>_<MMM>.png        with ``sample.interpolate`` = k > 0,
+                                          for each consecutive pair of sampled
+                                          lines: k images from line LLL's
+                                          caption to line MMM's, fixed noise
+                                          (``generation.interpolate``)
      report.json                          step, weights, seed, what the
                                           overview shows, every line's outcome
                                           and files
@@ -43,13 +51,12 @@ Captions of one file are padded to the file's longest caption so that one
 compiled generator serves every line; padded word slots are masked (for
 DM-GAN they change nothing, see ``models/refiners.py``).
 
-:func:`restore_generator` (also used by ``job = evaluate``) loads the
+``gan_lib.restore_generator`` (also used by ``job = evaluate``) loads the
 generator of a ``train_gan`` (or converted) checkpoint with its frozen DAMSM
 encoders and vocabulary.
 """
 
 import dataclasses
-import functools
 import json
 import logging
 import os
@@ -60,16 +67,12 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-from input_pipeline import pipeline as input_pipeline
 from input_pipeline.text import Vocabulary, tokenize
-from t2igan_jax import checkpointing
-from t2igan_jax import damsm_pretrain
-from t2igan_jax import ema
-from t2igan_jax import gan_train
+from t2igan_jax import gan_lib
+from t2igan_jax import generation
 from t2igan_jax import image_text
 from t2igan_jax import metric_writer
-from t2igan_jax import sharding
-from t2igan_jax.errors import CheckpointError, ConfigError
+from t2igan_jax.errors import ConfigError
 
 REPORT_FILE = "report.json"
 OVERVIEW_FILE = "overview.png"
@@ -77,151 +80,6 @@ OVERVIEW_COLUMNS = 4
 # overview.png tiles at most this many lines' grids (the first ones): its
 # canvas, held in memory, stays bounded for any captions file.
 OVERVIEW_MAX_LINES = 32
-
-
-# ----------------------------------------------------------- checkpoints
-@dataclasses.dataclass
-class RestoredGenerator:
-  """A trained generator ready to sample (all arrays on the default device)."""
-  models: gan_train.GanModels
-  g_params: Any          # the EMA parameters (what the reference samples), or
-                         # the raw ones with config.sample.weights='raw'
-  g_stats: Any           # BN running statistics ('live', reference)
-  enc: gan_train.Encoders
-  vocab: Vocabulary
-  step: int
-  meta: dict[str, Any]
-  damsm_dir: str
-  weights: str = "ema"   # config.sample.weights
-  # Which parameters g_params are: 'ema' (reference), 'ema_debiased' or 'raw'.
-  weights_used: str = "ema"
-  weights_description: str = ""
-
-
-def checkpoint_dir(workdir: str) -> str:
-  return os.path.join(workdir, gan_train.CHECKPOINT_DIR)
-
-
-def list_steps(workdir: str) -> list[int]:
-  """Finished checkpoint steps in ``workdir/checkpoints`` (ascending); a GAN
-  or a DAMSM workdir (both keep their checkpoints there)."""
-  directory = checkpoint_dir(workdir)
-  if not os.path.isdir(directory):
-    return []
-  # Read-only: a training job may be writing into it (evaluate --watch).
-  ckpt = checkpointing.Checkpointer(directory, max_to_keep=1000, interval=1,
-                                    read_only=True)
-  try:
-    return sorted(ckpt.all_steps())
-  finally:
-    ckpt.close()
-
-
-def _check_meta(config, meta: dict[str, Any], where: str) -> None:
-  if meta.get("job") != "train_gan":
-    raise CheckpointError(f"{where} was written by job {meta.get('job')!r}, not "
-                          "train_gan: point --workdir at a GAN training run")
-  saved_model = gan_train.model_meta(meta.get("model") or {})
-  current = gan_train.model_meta(config.model.to_dict())
-  differ = sorted(k for k in saved_model if current.get(k) != saved_model[k])
-  if differ:
-    k = differ[0]
-    raise CheckpointError(
-        f"{where} was trained with config.model.{k}={saved_model[k]!r} but the "
-        f"config has {current.get(k)!r} (differing fields: {differ}); use the "
-        "training run's config")
-  sizes = list(input_pipeline.stage_sizes(config))
-  if meta.get("stage_sizes") is not None and list(meta["stage_sizes"]) != sizes:
-    raise CheckpointError(
-        f"{where} has stage sizes {meta['stage_sizes']} but the config gives "
-        f"{sizes} (config.data.base_size / branch_num)")
-
-
-def restore_generator(config: ml_collections.ConfigDict, workdir: str,
-                      step: int = -1) -> RestoredGenerator:
-  """The generator of checkpoint ``step`` (-1: the newest) in ``workdir``.
-
-  The DAMSM encoders come from ``config.gan.damsm_dir`` or, when empty, from
-  the directory recorded in the checkpoint's metadata. Raises
-  FileNotFoundError without a checkpoint, CheckpointError when the step is
-  missing or the checkpoint belongs to another model/vocabulary.
-  """
-  directory = checkpoint_dir(workdir)
-  steps = list_steps(workdir)
-  if not steps:
-    raise FileNotFoundError(
-        f"no GAN checkpoint in {directory}: train one first "
-        "(config.job='train_gan') or convert released weights "
-        "(python -m t2igan_jax.convert)")
-  step = steps[-1] if step is None or step < 0 else int(step)
-  if step not in steps:
-    raise CheckpointError(f"checkpoint step {step} is not in {directory} "
-                          f"(available: {steps})")
-  ckpt = checkpointing.Checkpointer(
-      directory, max_to_keep=1000, interval=1, read_only=True,
-      accept_undigested=config.accept_undigested_checkpoints)
-  try:
-    where = f"checkpoint step {step} in {directory}"
-    meta = ckpt.restore_meta(step) or {}
-    _check_meta(config, meta, where)
-    damsm_dir = config.gan.damsm_dir or meta.get("damsm_dir", "")
-    text_model, text_params, image_model, image_vars, vocab = (
-        damsm_pretrain.load_encoders(
-            damsm_dir,
-            accept_undigested=config.accept_undigested_checkpoints))
-    if meta.get("vocab_fingerprint") not in (None, vocab.fingerprint()):
-      raise CheckpointError(
-          f"{where} was trained with vocabulary {meta['vocab_fingerprint']} but "
-          f"the DAMSM in {damsm_dir} has {vocab.fingerprint()}")
-    models = gan_train.GanModels(config, text_model, image_model)
-    abstract = jax.eval_shape(functools.partial(gan_train.create_state, models),
-                              jax.random.key(0))
-    state, _, _ = ckpt.restore(abstract, step)
-  finally:
-    ckpt.close()
-  # One placement for everything the sampling step reads: the encoders come
-  # back replicated over all devices, the generator state on one.
-  repl = sharding.replicated(sharding.make_mesh(config.num_devices))
-  weights, used, description = generator_weights(config, models, state, meta)
-  logging.info("checkpoint step %d: sampling the %s (config.sample.weights="
-               "%r)", step, description, config.sample.weights)
-  g_params, g_stats, enc = jax.device_put(
-      (weights, state.g_stats,
-       gan_train.Encoders(text_params=text_params, image_vars=image_vars)), repl)
-  return RestoredGenerator(models=models, g_params=g_params,
-                           g_stats=g_stats, enc=enc, vocab=vocab,
-                           step=step, meta=meta, damsm_dir=damsm_dir,
-                           weights=config.sample.weights, weights_used=used,
-                           weights_description=description)
-
-
-def generator_weights(config, models: gan_train.GanModels, state,
-                      meta: dict[str, Any]) -> tuple[Any, str, str]:
-  """(parameters, 'ema' | 'ema_debiased' | 'raw', a description) to sample.
-
-  ``config.sample.weights``: 'raw' = ``state.g_params``; 'ema' = the run's
-  EMA as it was trained (checkpoint metadata ``ema.META_KEY``: the reference
-  EMA, or bias-corrected for a ``gan.ema_debias=True`` run); 'ema_debiased' =
-  bias-corrected in both cases (for a reference run through
-  ``ema.debias_plain_ema`` with θ_0 re-initialised from the run's seed).
-  """
-  choice = config.sample.weights
-  if choice == "raw":
-    return state.g_params, "raw", "raw generator (not its EMA)"
-  decay = float(meta.get("ema_decay", config.gan.ema_decay))
-  t = ema.num_updates(state)
-  if meta.get(ema.META_KEY):
-    return (ema.sampling_params(state, decay, True), "ema_debiased",
-            ema.describe(True, decay, t))
-  if choice == "ema":
-    return state.g_ema, "ema", ema.describe(False, decay, t)
-  seed = int(meta.get("seed", config.seed))
-  theta0 = jax.jit(functools.partial(gan_train.create_state, models))(
-      jax.random.key(seed)).g_params
-  return (ema.debias_plain_ema(state.g_ema, theta0, decay, t), "ema_debiased",
-          ema.describe(True, decay, t) + f", from the run's plain EMA and its "
-          f"initial weights (seed {seed}"
-          f"{'' if 'seed' in meta else ', config.seed: not in the checkpoint'})")
 
 
 # -------------------------------------------------------------- captions
@@ -365,6 +223,85 @@ def _attention_words(entry: CaptionLine, words_num: int) -> int:
   return n
 
 
+def _line_images(gen, batch, line: int, s) -> tuple[list[Any], list[Any]]:
+  """(images, attention) of one caption line's ``num_per_caption`` samples.
+
+  Default: z ~ N(0, I) from ``fold_in(key(sample.seed), line)`` and the CA
+  epsilon from the rng stream ``fold_in(key(sample.seed + 1), line)``, so a
+  line's images do not depend on the other lines. ``sample.fixed_noise``: the
+  same z and epsilon for every line (``generation.draw_noise(key(sample.seed),
+  num_per_caption)``), so lines differ only by their text.
+  """
+  n = batch["captions"].shape[0]
+  if s.fixed_noise:
+    z, eps = generation.draw_noise(jax.random.key(s.seed), n, gen)
+    return generation.generate_ids(gen, batch["captions"], batch["caption_lens"],
+                                   z, eps=eps)
+  z = jax.random.normal(jax.random.fold_in(jax.random.key(s.seed), line),
+                        (n, generation.model_config(gen).z_dim))
+  return generation.generate_ids(
+      gen, batch["captions"], batch["caption_lens"], z,
+      noise_key=jax.random.fold_in(jax.random.key(s.seed + 1), line))
+
+
+def _write_line(gen, entry: CaptionLine, batch, s, out_dir: str,
+                words_num: int) -> tuple[Image.Image, int, list[str]]:
+  """Samples one caption line and writes its grid and attention PNGs.
+
+  Returns (the captioned grid, the attention words drawn, the files written).
+  """
+  stem = f"caption_{entry.line:03d}"
+  images, attention = _line_images(gen, batch, entry.line, s)
+  images = [np.asarray(im) for im in images]
+  grid = stage_grid(images)
+  header = image_text.wrap(entry.text, max(grid.shape[1], 256))
+  captioned = image_text.with_header(grid, header)
+  _write_png(captioned, os.path.join(out_dir, f"{stem}.png"))
+  files = [f"{stem}.png"]
+  num_words = _attention_words(entry, words_num)
+  for k, att in enumerate(attention):
+    grid = attention_grid(images[-1], np.asarray(att), num_words)
+    tile = images[-1].shape[1] + 2
+    labels = [(2 + (j + 1) * tile, w[:max(tile // 6, 1)])
+              for j, w in enumerate(entry.used_words[:num_words])]
+    name = f"{stem}_attention_stage{k + 2}.png"
+    _write_png(image_text.with_header(grid, header, labels),
+               os.path.join(out_dir, name))
+    files.append(name)
+  logging.info("line %d: %d samples -> %s", entry.line, len(images[-1]),
+               os.path.join(out_dir, f"{stem}.png"))
+  return captioned, num_words, files
+
+
+def _write_interpolations(gen, entries: list[CaptionLine], s,
+                          out_dir: str) -> list[dict[str, Any]]:
+  """``sample.interpolate`` = k > 0: for each consecutive pair of sampled
+  lines (a, b), ``interpolation_<aaa>_<bbb>.png``: one row of k final-stage
+  images from a's caption to b's (``generation.interpolate``: sentence and
+  word embeddings interpolated), with the noise of the first
+  ``sample.fixed_noise`` sample. Returns the report entries."""
+  steps = int(s.interpolate)
+  if not steps:
+    return []
+  if steps < 2:
+    raise ConfigError(f"config.sample.interpolate={steps}: expected 0 (off) or "
+                      "the number of images per row, >= 2")
+  z, eps = generation.draw_noise(jax.random.key(s.seed), s.num_per_caption, gen)
+  out = []
+  for a, b in zip(entries, entries[1:]):
+    row = generation.interpolate(gen, a.ids, b.ids, steps, z=z[:1], eps=eps[:1])
+    grid = metric_writer.image_grid(np.asarray(row.images[-1]), ncols=steps)
+    header = image_text.wrap(f"line {a.line}: {a.text}  ->  line {b.line}: "
+                             f"{b.text}", max(grid.shape[1], 256))
+    name = f"interpolation_{a.line:03d}_{b.line:03d}.png"
+    _write_png(image_text.with_header(grid, header), os.path.join(out_dir, name))
+    out.append({"from_line": a.line, "to_line": b.line, "steps": steps,
+                "file": name})
+  logging.info("%d interpolation rows of %d images -> %s", len(out), steps,
+               out_dir)
+  return out
+
+
 def sample(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Runs ``job = sample``; returns the report (also written as report.json)."""
   s = config.sample
@@ -378,7 +315,7 @@ def sample(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   if s.num_per_caption < 1:
     raise ConfigError(f"config.sample.num_per_caption={s.num_per_caption} must "
                       "be >= 1")
-  gen = restore_generator(config, workdir, s.checkpoint_step)
+  gen = gan_lib.restore_generator(config, workdir, s.checkpoint_step)
   out_dir = output_dir(config, workdir, gen.step)
   os.makedirs(out_dir, exist_ok=True)
   with open(s.captions_file, encoding="utf-8", errors="replace") as f:
@@ -386,10 +323,6 @@ def sample(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   good = [e for e in entries if e.ok]
   t = max([len(e.ids) for e in good], default=1)
   n = int(s.num_per_caption)
-  sample_fn = jax.jit(functools.partial(gan_train.sample_step,
-                                        models=gen.models))
-  base_z = jax.random.key(s.seed)
-  base_ca = jax.random.key(s.seed + 1)
   report_lines, grids, overview_lines = [], [], []
   for entry in entries:
     stem = f"caption_{entry.line:03d}"
@@ -397,32 +330,12 @@ def sample(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     for word in entry.unknown_words:
       logging.warning("line %d: unknown word %r dropped", entry.line, word)
     if entry.ok:
-      z = jax.random.normal(jax.random.fold_in(base_z, entry.line),
-                            (n, config.model.z_dim))
-      images, attention = sample_fn(gen.g_params, gen.g_stats,
-                                    _batch(entry, n, t), gen.enc, z,
-                                    jax.random.fold_in(base_ca, entry.line))
-      images = [np.asarray(im) for im in images]
-      grid = stage_grid(images)
-      header = image_text.wrap(entry.text, max(grid.shape[1], 256))
-      captioned = image_text.with_header(grid, header)
-      _write_png(captioned, os.path.join(out_dir, f"{stem}.png"))
-      files.append(f"{stem}.png")
+      captioned, num_words, written = _write_line(
+          gen, entry, _batch(entry, n, t), s, out_dir, config.data.words_num)
+      files += written
       if len(grids) < OVERVIEW_MAX_LINES:       # bounded memory
         grids.append(captioned)
         overview_lines.append(entry.line)
-      num_words = _attention_words(entry, config.data.words_num)
-      for k, att in enumerate(attention):
-        grid = attention_grid(images[-1], np.asarray(att), num_words)
-        tile = images[-1].shape[1] + 2
-        labels = [(2 + (j + 1) * tile, w[:max(tile // 6, 1)])
-                  for j, w in enumerate(entry.used_words[:num_words])]
-        name = f"{stem}_attention_stage{k + 2}.png"
-        _write_png(image_text.with_header(grid, header, labels),
-                   os.path.join(out_dir, name))
-        files.append(name)
-      logging.info("line %d: %d samples -> %s", entry.line, n,
-                   os.path.join(out_dir, f"{stem}.png"))
     else:
       num_words = 0
       logging.error("line %d: %s; skipped", entry.line, entry.error)
@@ -433,6 +346,7 @@ def sample(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
         "error": entry.error, "used_words": entry.used_words,
         "unknown_words": entry.unknown_words, "attention_words": num_words,
         "files": files})
+  interpolations = _write_interpolations(gen, good, s, out_dir)
   shown = _overview_note(len(overview_lines), len(good))
   if grids:
     title = [f"checkpoint step {gen.step}, {gen.weights_description}, "
@@ -445,6 +359,7 @@ def sample(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
             "weights": gen.weights, "weights_used": gen.weights_used,
             "weights_description": gen.weights_description,
             "num_per_caption": n, "output_dir": os.path.abspath(out_dir),
+            "fixed_noise": bool(s.fixed_noise), "interpolations": interpolations,
             "num_lines": len(entries), "num_sampled": len(good),
             "num_errors": len(entries) - len(good),
             "overview": {"file": OVERVIEW_FILE if grids else None,

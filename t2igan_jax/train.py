@@ -5,19 +5,28 @@ Colab, tests and ``main.py`` all call these:
   from t2igan_jax import train
   train.run(config, workdir)                 # whatever config.job says
   train.pretrain_damsm(config, workdir)      # DAMSM encoders
+
+``train_gan`` without ``config.gan.damsm_dir`` gets its DAMSM here
+(:func:`damsm_phase`): a converted one in ``workdir/damsm``, or one pretrained
+there first with ``gan.pretrain_damsm_if_missing`` and
+``gan.damsm_budget_share`` of ``max_train_seconds``.
 """
 
+import functools
 import logging
 import os
 import shutil
+import time
 
 import jax
 from jax.experimental.compilation_cache import compilation_cache
 import ml_collections
 
 from t2igan_jax import config_validation
+from t2igan_jax import metric_writer
 from t2igan_jax import preemption
 from t2igan_jax import sharding
+from t2igan_jax import time_budget
 from t2igan_jax import workdir_lock
 from t2igan_jax.errors import WorkdirError
 
@@ -125,6 +134,102 @@ def _setup(config: ml_collections.ConfigDict, workdir: str) -> None:
   check_workdir(workdir, config.min_free_disk_gb)
 
 
+# Written into workdir/damsm when its pretraining (the first phase of a
+# train_gan command) stopped at its share of the time budget: later starts
+# keep those encoders (the GAN's checkpoints were trained against them).
+DAMSM_BUDGET_STOP_FILE = "stopped_by_time_budget.json"
+_DAMSM_CONFIGS = {"birds": ("damsm_bird", "bird"), "coco": ("damsm_coco", "coco"),
+                  "shapes": ("damsm_shapes", "shapes")}
+
+
+def missing_damsm_error(config) -> FileNotFoundError:
+  """The two ways to get the DAMSM encoders a GAN trains against."""
+  damsm_config, folder = _DAMSM_CONFIGS.get(config.data.name,
+                                            ("damsm_<dataset>", "<dataset>"))
+  return FileNotFoundError(
+      "config.gan.damsm_dir is empty: the GAN trains against frozen DAMSM "
+      "encoders. Either pretrain them (python main.py "
+      f"--config=configs/{damsm_config}.py --workdir=<damsm_dir> ..., then "
+      "--config.gan.damsm_dir=<damsm_dir>), or convert AttnGAN's released "
+      "ones (python -m t2igan_jax.convert --config=<this config> "
+      f"--text_encoder=DAMSMencoders/{folder}/text_encoder200.pth "
+      "--workdir=<this workdir>: writes <this workdir>/damsm, which this job "
+      "then uses)")
+
+
+def pretrains_damsm(config, workdir) -> bool:
+  """Whether this train_gan command pretrains (or resumes) its DAMSM first."""
+  damsm_dir = os.path.join(workdir, "damsm")
+  return bool(not config.gan.damsm_dir and config.gan.pretrain_damsm_if_missing
+              and not os.path.isfile(os.path.join(damsm_dir, "converted.json"))
+              and not os.path.isfile(os.path.join(damsm_dir,
+                                                  DAMSM_BUDGET_STOP_FILE)))
+
+
+def resolve_damsm_dir(config, workdir) -> str | None:
+  """The DAMSM workdir; pretrains one into workdir/damsm when asked.
+
+  With ``max_train_seconds`` the pretraining gets ``gan.damsm_budget_share``
+  of it; stopped there, its encoders are final for this workdir. None: the
+  pretraining was preempted (the GAN job stops too).
+  """
+  if config.gan.damsm_dir:
+    return config.gan.damsm_dir
+  damsm_dir = os.path.join(workdir, "damsm")
+  if os.path.isfile(os.path.join(damsm_dir, "converted.json")):
+    return damsm_dir  # written by t2igan_jax.convert
+  stop_file = os.path.join(damsm_dir, DAMSM_BUDGET_STOP_FILE)
+  if os.path.isfile(stop_file):
+    logging.info("the DAMSM pretraining of this workdir stopped at its share "
+                 "of the time budget (%s): the GAN keeps those encoders",
+                 stop_file)
+    return damsm_dir
+  if not config.gan.pretrain_damsm_if_missing:
+    raise missing_damsm_error(config)
+  damsm_config = ml_collections.ConfigDict(config.to_dict())
+  damsm_config.job = "pretrain_damsm"
+  damsm_config.debug_nonfinite_step = -1  # a GAN loss term is not DAMSM's
+  damsm_config.max_train_seconds = time_budget.split_for_damsm(
+      config.max_train_seconds, config.gan.damsm_budget_share)
+  logging.info("no config.gan.damsm_dir: pretraining DAMSM into %s first",
+               damsm_dir)
+  if config.max_train_seconds > 0:
+    logging.info(
+        "time budget in force for the whole command: config.max_train_seconds"
+        "=%g s (%s): the DAMSM pretraining gets up to %.0f s "
+        "(gan.damsm_budget_share=%g), the GAN loop what is left",
+        config.max_train_seconds,
+        metric_writer.format_eta(config.max_train_seconds),
+        damsm_config.max_train_seconds, config.gan.damsm_budget_share)
+  os.makedirs(damsm_dir, exist_ok=True)
+  result = pretrain_damsm(damsm_config, damsm_dir)
+  if result.get("preempted"):
+    return None  # the GAN job stops too; the next start resumes DAMSM
+  if result.get("time_budget_reached"):
+    logging.warning(
+        "DAMSM pretraining stopped at its share of the time budget after step "
+        "%d; the GAN trains against these encoders, which stay fixed for this "
+        "workdir (for the full schedule pretrain with job=pretrain_damsm into "
+        "its own workdir and pass config.gan.damsm_dir)", result["step"])
+    if jax.process_index() == 0:
+      from t2igan_jax import damsm_lib  # pylint: disable=g-import-not-at-top
+      damsm_lib.write_json(stop_file, {
+          "step": int(result["step"]),
+          "seconds": damsm_config.max_train_seconds})
+  return damsm_dir
+
+
+def damsm_phase(config: ml_collections.ConfigDict,
+                workdir: str) -> tuple[str | None, float | None]:
+  """``(damsm_dir, seconds)`` for ``train_gan``: the DAMSM it trains against
+  (:func:`resolve_damsm_dir`) and how long this command spent pretraining it
+  (None: it did not pretrain)."""
+  pretrains = pretrains_damsm(config, workdir)
+  start = time.monotonic()
+  damsm_dir = resolve_damsm_dir(config, workdir)
+  return damsm_dir, (time.monotonic() - start) if pretrains else None
+
+
 def pretrain_damsm(config: ml_collections.ConfigDict, workdir: str):
   """Pretrains the DAMSM text and image encoders (config.job='pretrain_damsm')."""
   from t2igan_jax import damsm_pretrain  # pylint: disable=g-import-not-at-top
@@ -134,7 +239,8 @@ def pretrain_damsm(config: ml_collections.ConfigDict, workdir: str):
 def train_gan(config: ml_collections.ConfigDict, workdir: str):
   """Trains the text-to-image GAN (config.job='train_gan')."""
   from t2igan_jax import gan_train  # pylint: disable=g-import-not-at-top
-  return gan_train.train(config, workdir)
+  return gan_train.train(config, workdir,
+                         damsm=functools.partial(damsm_phase, config, workdir))
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str):

@@ -5,7 +5,7 @@
   session (a 1-epoch DAMSM, then 4 GAN steps, checkpoints at steps 2 and 4),
   used by test_sample.py and test_evaluate.py.
 * ``host_batch`` / ``untrained_gan``: a random host batch and untrained
-  models plus DAMSM encoders for one direct ``gan_train.train_step``, used by
+  models plus DAMSM encoders for one direct ``gan_lib.train_step``, used by
   test_mixed_precision.py and test_scale_out.py.
 """
 
@@ -19,8 +19,8 @@ import numpy as np
 from configs import damsm_shapes
 from configs import dmgan_shapes
 from t2igan_jax import checkpointing
-from t2igan_jax import damsm_pretrain
-from t2igan_jax import gan_train
+from t2igan_jax import damsm_lib
+from t2igan_jax import gan_lib
 from t2igan_jax import train
 
 N_WORDS = 40      # vocabulary size of the random batches and encoders
@@ -53,16 +53,16 @@ def write_untrained_damsm(config, workdir):
   from input_pipeline import pipeline  # pylint: disable=g-import-not-at-top
   vocab = pipeline.get_source(config, "train", 64).vocab
   os.makedirs(workdir, exist_ok=True)
-  text, image = damsm_pretrain.build_models(config, vocab.n_words)
-  state = jax.jit(functools.partial(damsm_pretrain.create_state, config, text,
+  text, image = damsm_lib.build_models(config, vocab.n_words)
+  state = jax.jit(functools.partial(damsm_lib.create_state, config, text,
                                     image))(jax.random.key(0))
-  for name, obj in ((damsm_pretrain.VOCAB_FILE, vocab.to_json()),
-                    (damsm_pretrain.ENCODER_CONFIG_FILE,
-                     damsm_pretrain.encoder_config(config))):
+  for name, obj in ((damsm_lib.VOCAB_FILE, vocab.to_json()),
+                    (damsm_lib.ENCODER_CONFIG_FILE,
+                     damsm_lib.encoder_config(config))):
     with open(os.path.join(workdir, name), "w") as f:
       json.dump(obj, f)
   ckpt = checkpointing.Checkpointer(
-      os.path.join(workdir, damsm_pretrain.CHECKPOINT_DIR), max_to_keep=1,
+      os.path.join(workdir, damsm_lib.CHECKPOINT_DIR), max_to_keep=1,
       interval=1)
   ckpt.save(1, state, {}, {}, force=True)
   ckpt.close()
@@ -104,12 +104,12 @@ def host_batch(config, seed=0):
 
 def untrained_gan(config):
   """(GanModels, Encoders) with DAMSM encoders freshly initialised (key 1)."""
-  text_model, image_model = damsm_pretrain.build_models(config, N_WORDS)
-  dstate = jax.jit(functools.partial(damsm_pretrain.create_state, config,
+  text_model, image_model = damsm_lib.build_models(config, N_WORDS)
+  dstate = jax.jit(functools.partial(damsm_lib.create_state, config,
                                      text_model, image_model))(
                                          jax.random.key(1))
-  enc = gan_train.Encoders.from_damsm_state(dstate)
-  return gan_train.GanModels(config, text_model, image_model), enc
+  enc = gan_lib.Encoders.from_damsm_state(dstate)
+  return gan_lib.GanModels(config, text_model, image_model), enc
 
 
 class CompileCounter:

@@ -18,7 +18,7 @@ from input_pipeline import pipeline
 from input_pipeline import text as text_lib
 from input_pipeline import tfds_builders
 from t2igan_jax import config_validation
-from t2igan_jax import damsm_pretrain
+from t2igan_jax import damsm_lib
 from t2igan_jax import json_files
 from t2igan_jax import metric_writer
 from t2igan_jax.errors import ConfigError
@@ -305,27 +305,27 @@ def test_damaged_metrics_json_is_named(tmp_path):
 def test_damaged_damsm_files_are_named(tmp_path):
   c = dmgan_bird.get_config("tiny")
   words = ["<end>", "a", "red", "circle"]
-  vocab = tmp_path / damsm_pretrain.VOCAB_FILE
-  enc = tmp_path / damsm_pretrain.ENCODER_CONFIG_FILE
+  vocab = tmp_path / damsm_lib.VOCAB_FILE
+  enc = tmp_path / damsm_lib.ENCODER_CONFIG_FILE
   text = json.dumps(text_lib.Vocabulary(words).to_json())
   vocab.write_text(text[:len(text) // 2])
-  enc.write_text(json.dumps(damsm_pretrain.encoder_config(c)))
+  enc.write_text(json.dumps(damsm_lib.encoder_config(c)))
   with pytest.raises(json_files.DamagedFileError,
                      match=re.escape(str(vocab)) + r" is damaged: .* at line 1 "
                      r"column \d+; restore it from a copy, or run "
                      r"job=pretrain_damsm with --workdir="):
-    damsm_pretrain.load_encoders(str(tmp_path))
+    damsm_lib.load_encoders(str(tmp_path))
   vocab.write_text(json.dumps({"words": words, "fingerprint": "0" * 16}))
   with pytest.raises(json_files.DamagedFileError,
                      match=re.escape(str(vocab)) + " is damaged: vocabulary "
                      "JSON fingerprint"):
-    damsm_pretrain.load_encoders(str(tmp_path))
+    damsm_lib.load_encoders(str(tmp_path))
   vocab.write_text(text)
   enc.write_text('{"text_encoder": {"embedding_dim": 32,\n "word_dim": }')
   with pytest.raises(json_files.DamagedFileError,
                      match=re.escape(str(enc)) + r" is damaged: Expecting "
                      r"value at line 2 column 14"):
-    damsm_pretrain.load_encoders(str(tmp_path))
+    damsm_lib.load_encoders(str(tmp_path))
 
 
 def test_damsm_job_with_damaged_metrics_json_stops_before_training(tmp_path):

@@ -1,6 +1,7 @@
 """The command line: --help, --print_config, config files and variants, and
 every config field checked before anything is built (one line each)."""
 
+import importlib
 import os
 import subprocess
 import sys
@@ -12,8 +13,11 @@ import gan_fixtures
 
 import configs
 from configs import base
+from configs import damsm
 from configs import damsm_shapes
 from configs import dmgan_shapes
+from configs import gan
+from input_pipeline import datasets
 from t2igan_jax import config_validation
 from t2igan_jax import train
 from t2igan_jax.errors import ConfigError
@@ -58,8 +62,15 @@ def test_help_lists_jobs_configs_and_how_to_print_fields():
   for path in configs.config_paths():
     assert path in out
   assert "configs/dmgan_shapes.py     train_gan       DM-GAN on the " in out
+  assert "configs/gan.py              train_gan       GAN presets" in out
   assert ":tiny" in out and "--print_config" in out
   assert "--config.<field>=<value>" in out
+  assert "configs/gan.py:<family>,<dataset>[,<size>]" in out
+  assert ("  family   dmgan, ffgan, attngan (model.refiner: memory, ffblock, "
+          "attention)") in out
+  assert "  dataset  bird, coco, shapes (data.name: birds, coco, shapes)" in out
+  quirks = out[out.index("reference quirks"):]
+  assert all(path in quirks for path in base.QUIRK_FLAGS)
   assert "JAX imported: False" in proc.stderr
 
 
@@ -72,6 +83,11 @@ def test_print_config_shows_every_field_with_overrides_without_jax():
   assert "gan.g_lr = 0.001  # configs/base.py: 0.0002" in lines
   assert "job = 'train_gan'  # configs/base.py: 'pretrain_damsm'" in lines
   assert "gan.beta1 = 0.5" in lines
+  assert ("model.attn_mask_mode = 'per_caption'  # configs/base.py: 'rolled'; "
+          "reference quirk") in lines
+  assert "gan.bce = 'torch_clamped'  # reference quirk" in lines
+  assert sum(l.endswith("reference quirk") for l in lines) == len(
+      base.QUIRK_FLAGS)
   fields = [l for l in lines if not l.startswith("#")]
   n_fields = sum(1 for _ in _flat(base.get_config()))
   assert len(fields) == n_fields
@@ -98,6 +114,14 @@ def test_typo_unknown_variant_and_missing_file_are_one_clean_line(tmp_path):
   assert _error_line(proc) == (
       "error: --config=configs/dmgan_shapes.py:tiy: unknown config variant "
       "'tiy'; the variants are 'tiny' (or none: the full config)")
+  proc = _main("--config=configs/gan.py:dmgan,bird,tiy",
+               f"--workdir={tmp_path}")
+  assert proc.returncode == 1
+  assert _error_line(proc) == (
+      "error: --config=configs/gan.py:dmgan,bird,tiy: unknown config variant "
+      "'tiy'; configs/gan.py:<family>,<dataset>[,<size>] takes family "
+      "'dmgan' | 'ffgan' | 'attngan'; dataset 'bird' | 'coco' | 'shapes'; "
+      "size 'tiny'")
   proc = _main("--config=configs/nope.py", f"--workdir={tmp_path}")
   assert proc.returncode == 1
   line = _error_line(proc)
@@ -113,12 +137,167 @@ def test_unknown_variant_in_python():
     dmgan_shapes.get_config("tiy")
   assert dmgan_shapes.get_config("").gan.batch_size == 16
   assert dmgan_shapes.get_config("tiny").gan.batch_size == 8
+  # An alias takes a size only: its family and dataset are its name.
+  with pytest.raises(base.UnknownVariantError, match=r"unknown config "
+                     r"variant 'coco'; the variants are 'tiny'"):
+    dmgan_shapes.get_config("coco")
+  bad = {"": r"configs/gan.py needs a family and a dataset preset; ",
+         "tiny,shapes": r"configs/gan.py needs a family preset; ",
+         "dmgan,bird,coco": r"names two dataset presets \('bird' and 'coco'\)",
+         "dmgan,bird,": None,  # an empty part is no preset
+         "ffgan, coco ,tiny": None}
+  for variant, message in bad.items():
+    if message is None:
+      gan.get_config(variant)
+      continue
+    with pytest.raises(base.UnknownVariantError, match=message) as e:
+      gan.get_config(variant)
+    assert "\n" not in str(e.value)
+    assert "family 'dmgan' | 'ffgan' | 'attngan'" in str(e.value)
+  with pytest.raises(base.UnknownVariantError,
+                     match=r"^configs/damsm.py needs a dataset preset; "
+                     r"configs/damsm.py:<dataset>\[,<size>\] takes dataset "
+                     r"'bird' \| 'coco' \| 'shapes'; size 'tiny'$"):
+    damsm.get_config("tiny")
 
 
 def test_the_jobs_are_listed_once():
   assert config_validation.CHOICES["job"] is base.JOBS
   assert tuple(train.JOB_FUNCTIONS) == base.JOBS
   assert tuple(base.JOB_DESCRIPTIONS) == base.JOBS
+
+
+# ----------------------------------------------------------------- presets
+
+# configs/<file>.py -> its preset (configs/gan.py or configs/damsm.py).
+ALIASES = {f"{family}_{dataset}": (gan, f"{family},{dataset}")
+           for family in gan.FAMILIES for dataset in gan.DATASETS}
+ALIASES.update({f"damsm_{dataset}": (damsm, dataset)
+                for dataset in damsm.DATA})
+
+
+def test_every_alias_file_is_its_preset():
+  assert sorted(ALIASES) == sorted(
+      set(configs.config_names()) - set(configs.EXAMPLE_VARIANTS))
+  for name, (module, preset) in ALIASES.items():
+    alias = importlib.import_module(f"configs.{name}")
+    for size in (None, "tiny"):
+      variant = preset if size is None else f"{preset},{size}"
+      want = module.get_config(variant).to_dict()
+      assert alias.get_config(*([size] if size else [])).to_dict() == want, (
+          name, size)
+    assert alias.get_config().job == (
+        "train_gan" if module is gan else "pretrain_damsm")
+  # The presets differ where they should (a real check, not all one config).
+  assert gan.get_config("ffgan,bird").model.refiner == "ffblock"
+  assert gan.get_config("attngan,coco").model.refiner == "attention"
+
+
+# SPEC.md section 3 (DM-GAN code/cfg/*_DMGAN.yml, AttnGAN cfg/DAMSM/*.yml).
+REFERENCE = {
+    "bird": {"data.name": "birds", "data.captions_per_image": 10,
+             "data.words_num": 18, "data.eval_words_num": 25,
+             "damsm.words_num": 18, "model.r_num": 2, "gan.batch_size": 10,
+             "gan.epochs": 800, "gan.lambda_damsm": 5.0,
+             "gan.snapshot_interval": 25},
+    "coco": {"data.name": "coco", "data.captions_per_image": 5,
+             "data.words_num": 12, "data.eval_words_num": 20,
+             "damsm.words_num": 15, "model.r_num": 3, "gan.batch_size": 16,
+             "gan.epochs": 200, "gan.lambda_damsm": 50.0,
+             "gan.snapshot_interval": 5},
+}
+DAMSM_REFERENCE = {"bird": (48, 600, 50), "coco": (48, 600, 5)}
+
+
+def _at(config, path):
+  for part in path.split("."):
+    config = config[part]
+  return config
+
+
+@pytest.mark.parametrize("family", sorted(gan.FAMILIES))
+@pytest.mark.parametrize("dataset", sorted(REFERENCE))
+def test_presets_hold_the_reference_values(family, dataset):
+  c = gan.get_config(f"{family},{dataset}")
+  for path, value in REFERENCE[dataset].items():
+    if (family, dataset) == ("ffgan", "bird") and path == "gan.batch_size":
+      value = 4  # FF-GAN's bird YAML (SPEC-ffgan §5)
+    assert _at(c, path) == value, (path, _at(c, path))
+  for path, value in base.QUIRK_FLAGS.items():
+    if path != "data.eval_words_num":
+      assert _at(c, path) == value, path  # the reference behaviour
+  d = damsm.get_config(dataset)
+  assert (d.job, d.data.name) == ("pretrain_damsm", REFERENCE[dataset][
+      "data.name"])
+  assert (d.damsm.batch_size, d.damsm.epochs,
+          d.damsm.snapshot_interval) == DAMSM_REFERENCE[dataset]
+
+
+@pytest.mark.parametrize("name", sorted(ALIASES))
+def test_tiny_shrinks_the_models_and_keeps_the_data(name):
+  module, preset = ALIASES[name]
+  full, small = module.get_config(preset), module.get_config(f"{preset},tiny")
+  for field in ("name", "source", "data_dir", "tfds_data_dir",
+                "shapes_scenes", "on_bad_example"):
+    assert small.data[field] == full.data[field], field
+  if full.data.name != "shapes":  # how its caption files are read
+    assert small.data.captions_per_image == full.data.captions_per_image
+  assert small.model.ngf < full.model.ngf and small.max_steps == 2
+  # An override of the source is kept (it used to train on shapes data).
+  c = module.get_config(f"{preset},tiny")
+  if c.data.name != "shapes":
+    c.data.source = "tfds"
+    c.data.tfds_data_dir = "/no/tfds"
+    config_validation.validate(c)
+    assert datasets.source(c.data) is datasets.SOURCES["tfds"]
+
+
+def test_preset_values_are_fields():
+  """A preset naming no field of configs/base.py is an error, not a new field."""
+  with pytest.raises(KeyError, match=r"config\.gan\.batchsize is not a field"):
+    base.override(base.get_config(), {"gan.batchsize": 3})
+  with pytest.raises(KeyError, match=r"config\.gann\.batch_size: no section"):
+    base.override(base.get_config(), {"gann.batch_size": 3})
+  for values in (*gan.FAMILIES.values(), *gan.DATASETS.values(),
+                 *damsm.DATA.values(), *damsm.SCHEDULES.values(),
+                 *gan.FAMILY_ON_DATASET.values()):
+    base.override(base.get_config(), values)
+  assert tuple(damsm.DATA) == tuple(gan.DATASETS) == tuple(damsm.SCHEDULES)
+
+
+def test_allowed_values_come_from_the_registries():
+  from t2igan_jax.evaluation import inception_score
+  from t2igan_jax.models import families
+  choices = config_validation.CHOICES
+  assert choices["data.name"] == tuple(datasets.DATASETS)
+  assert choices["data.source"] == tuple(datasets.SOURCES)
+  assert choices["model.refiner"] == tuple(families.REFINER_FAMILIES)
+  assert set(inception_score.PROTOCOLS) <= set(datasets.IS_PROTOCOLS)
+  assert set(choices["eval.is_protocol"]) == {"auto", *datasets.IS_PROTOCOLS}
+  for values in gan.FAMILIES.values():
+    assert values["model.refiner"] in families.REFINER_FAMILIES
+
+
+def test_dataset_and_source_must_fit():
+  c = dmgan_shapes.get_config("tiny")
+  c.data.source = "tfds"
+  with pytest.raises(ConfigError, match=r"^config\.data\.source='tfds': "
+                     r"dataset 'shapes' is generated in memory and reads no "
+                     r"source"):
+    config_validation.validate(c)
+  c = gan.get_config("dmgan,bird,tiny")
+  with pytest.raises(ConfigError, match=r"^config\.data\.data_dir is empty: "
+                     r"source 'attngan' of dataset 'birds' reads the AttnGAN"):
+    config_validation.validate(c)
+  c.data.data_dir = "/data/birds"
+  c.data.source = "coco_json"
+  with pytest.raises(ConfigError, match=r"^config\.data\.source='coco_json' "
+                     r"reads MS-COCO caption files .*not a source of dataset "
+                     r"'birds' \(its sources: 'attngan', 'tfds'\)$"):
+    config_validation.validate(c)
+  c.data.source = "tfds"
+  c.data.data_dir = ""
+  config_validation.validate(c)  # tfds_data_dir '' = tfds' default
 
 
 # ------------------------------------------------------------- validation

@@ -26,7 +26,7 @@ from np_reference import np_conv
 
 from configs import attngan_shapes, dmgan_shapes, ffgan_shapes
 from t2igan_jax import config_validation
-from t2igan_jax import gan_train
+from t2igan_jax import gan_lib
 from t2igan_jax.errors import ConfigError
 from t2igan_jax.models import conv_grad
 from t2igan_jax.models import generator as generator_lib
@@ -236,7 +236,7 @@ def train_steps():
   c.num_devices = 1
   c.dtype = "float32"
   base, enc = untrained_gan(c)
-  state = jax.jit(functools.partial(gan_train.create_state, base))(jax.random.key(0))
+  state = jax.jit(functools.partial(gan_lib.create_state, base))(jax.random.key(0))
   out = {"initial": jax.device_get(state)}
   for wg in ("xla", "per_tap"):
     c = c.copy_and_resolve_references()
@@ -245,8 +245,8 @@ def train_steps():
     # as GEMMs, tests/test_small_map_conv.py); 'xla' is XLA's convs throughout.
     c.model.small_map_conv = "matmul" if wg == "per_tap" else "xla"
     config_validation.validate(c)
-    models = gan_train.GanModels(c, base.text_model, base.image_model)
-    step = jax.jit(functools.partial(gan_train.train_step, models=models))
+    models = gan_lib.GanModels(c, base.text_model, base.image_model)
+    step = jax.jit(functools.partial(gan_lib.train_step, models=models))
     new_state, metrics = step(state, host_batch(c), enc)
     out[wg] = (jax.device_get(new_state), jax.device_get(metrics))
   return out

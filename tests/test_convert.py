@@ -22,7 +22,7 @@ import pytest
 from np_reference import (np_bn_eval, np_conv_nchw, np_glu_dim1, np_linear,
                           np_lstm_direction)
 
-from configs import attngan_bird, dmgan_bird, dmgan_shapes, ffgan_bird
+from configs import attngan_bird, attngan_shapes, dmgan_bird, dmgan_shapes, ffgan_bird
 from t2igan_jax import convert
 from t2igan_jax.errors import CheckpointError
 
@@ -672,7 +672,7 @@ def converted(tmp_path_factory):
 
 
 def test_convert_writes_loadable_workdir(converted):
-  from t2igan_jax import checkpointing, damsm_pretrain, gan_train
+  from t2igan_jax import checkpointing, damsm_lib, gan_lib, train
   cfg, workdir, vocab = converted["cfg"], converted["workdir"], converted["vocab"]
   rec = converted["record"]
   assert rec["source_epoch"] == 650 and rec["step"] == 0
@@ -681,10 +681,10 @@ def test_convert_writes_loadable_workdir(converted):
   # GAN jobs find the converted DAMSM dir and never pretrain into it (the
   # shapes config has gan.pretrain_damsm_if_missing=True).
   assert cfg.gan.pretrain_damsm_if_missing and not cfg.gan.damsm_dir
-  assert gan_train._resolve_damsm_dir(cfg, workdir) == os.path.join(  # pylint: disable=protected-access
+  assert train.resolve_damsm_dir(cfg, workdir) == os.path.join(
       workdir, "damsm")
   # DAMSM dir: load_encoders (as GAN training does) gives the converted LSTM.
-  text_model, text_params, _, _, dvocab = damsm_pretrain.load_encoders(
+  text_model, text_params, _, _, dvocab = damsm_lib.load_encoders(
       os.path.join(workdir, "damsm"), expected_vocab=vocab)
   assert dvocab == vocab
   np.testing.assert_array_equal(text_params["embedding"]["embedding"],
@@ -695,15 +695,15 @@ def test_convert_writes_loadable_workdir(converted):
       converted["text"]["rnn.bias_ih_l0_reverse"][hid:2 * hid]
       + converted["text"]["rnn.bias_hh_l0_reverse"][hid:2 * hid], rtol=1e-6)
   # GAN checkpoint: restored exactly as train_gan restores (compatibility meta).
-  models = gan_train.GanModels(cfg, text_model, None)
-  fresh = jax.eval_shape(functools.partial(gan_train.create_state, models),
+  models = gan_lib.GanModels(cfg, text_model, None)
+  fresh = jax.eval_shape(functools.partial(gan_lib.create_state, models),
                          jax.random.key(0))
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
                                     max_to_keep=3, interval=1)
   try:
     meta = ckpt.restore_meta()
     assert meta["damsm_dir"] == os.path.join(os.path.abspath(workdir), "damsm")
-    assert meta["model"] == gan_train.model_meta(cfg.model.to_dict())
+    assert meta["model"] == gan_lib.model_meta(cfg.model.to_dict())
     state, data_state, _ = ckpt.restore(checkpointing.abstract_like(fresh))
   finally:
     ckpt.close()
@@ -767,8 +767,12 @@ def test_generator_width_read_from_the_file(tmp_path):
   with pytest.raises(ConfigError, match=r"bird_AttnGAN2.pth holds a generator of "
                      r"width GF_DIM 16 .*add --config.model.ngf=16"):
     convert.convert_generator(state, wide, source=path)
+  # The whole command on data it can read (a size preset keeps the data:
+  # the bird config would stop first at its empty data_dir).
+  wide_shapes = tiny(attngan_shapes, ngf=8)
   with pytest.raises(ConfigError, match=r"--config.model.ngf=16"):
-    convert.convert(wide, str(tmp_path / "w"), netG=path, text_encoder=path)
+    convert.convert(wide_shapes, str(tmp_path / "w"), netG=path,
+                    text_encoder=path)
   assert not os.path.exists(tmp_path / "w")
   variables = convert.convert_generator(state, narrow, source=path)
   np.testing.assert_array_equal(
@@ -778,14 +782,14 @@ def test_generator_width_read_from_the_file(tmp_path):
 def test_convert_damsm_encoders_only(converted, tmp_path):
   """Without --netG: only workdir/damsm, which a GAN job on that workdir uses
   instead of pretraining (the second way the missing-DAMSM error names)."""
-  from t2igan_jax import gan_train
+  from t2igan_jax import train
   cfg = converted["cfg"]
   workdir = str(tmp_path / "damsm_only")
   record = convert.convert(cfg, workdir, netG=None,
                            text_encoder=converted["paths"]["text"])
   assert record["sources"]["netG"] is None
   assert sorted(os.listdir(workdir)) == ["damsm"]
-  assert gan_train._resolve_damsm_dir(cfg, workdir) == os.path.join(  # pylint: disable=protected-access
+  assert train.resolve_damsm_dir(cfg, workdir) == os.path.join(
       workdir, "damsm")
   with pytest.raises(ValueError, match="--netD needs --netG"):
     convert.convert(cfg, str(tmp_path / "w"), netG=None,

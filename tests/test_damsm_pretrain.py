@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from configs import damsm_shapes
-from t2igan_jax import damsm_pretrain
+from t2igan_jax import damsm_lib
 from t2igan_jax import train
 from t2igan_jax.errors import CheckpointError, ConfigError
 
@@ -53,7 +53,7 @@ def test_one_and_eight_devices_agree(tmp_path):
   for n in (1, 8):
     workdir = str(tmp_path / f"agree{n}")
     evals.append(train.run(tiny_config(n, max_steps=1), workdir))
-    text, text_params, _, image_vars, _ = damsm_pretrain.load_encoders(workdir)
+    text, text_params, _, image_vars, _ = damsm_lib.load_encoders(workdir)
     del text
     out.append((text_params, image_vars))
   flat1 = jax.tree.leaves(out[0])
@@ -80,8 +80,8 @@ def test_resume_continues_from_saved_step(tmp_path):
   # An uninterrupted run to step 4 gives the same parameters.
   straight = str(tmp_path / "straight")
   train.run(tiny_config(8, max_steps=4), straight)
-  a = damsm_pretrain.load_encoders(workdir)
-  b = damsm_pretrain.load_encoders(straight)
+  a = damsm_lib.load_encoders(workdir)
+  b = damsm_lib.load_encoders(straight)
   for x, y in zip(jax.tree.leaves((a[1], a[3])), jax.tree.leaves((b[1], b[3]))):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5,
                                atol=1e-6)
@@ -96,7 +96,7 @@ def test_learning_rate_schedule_matches_reference():
     expected.append(lr)
     if lr > 0.002 / 10:
       lr *= 0.98
-  got = [float(damsm_pretrain.learning_rate(c, e)) for e in range(130)]
+  got = [float(damsm_lib.learning_rate(c, e)) for e in range(130)]
   np.testing.assert_allclose(got, expected, rtol=1e-5)
 
 
@@ -105,13 +105,13 @@ def test_retrieval_top1_protocol():
   codes = rng.normal(size=(40, 6))
   classes = np.arange(40) % 10
   # Sentences equal to the image codes: every true caption wins.
-  assert damsm_pretrain.retrieval_top1(codes, codes, classes, 20, 0) == 1.0
+  assert damsm_lib.retrieval_top1(codes, codes, classes, 20, 0) == 1.0
   # Sentences of a random permutation: about chance (1/20) and well below 1.
   perm = rng.permutation(40)
-  score = damsm_pretrain.retrieval_top1(codes, codes[perm], classes, 20, 0)
+  score = damsm_lib.retrieval_top1(codes, codes[perm], classes, 20, 0)
   assert score < 0.5
   with pytest.raises(ConfigError, match="retrieval_candidates"):
-    damsm_pretrain.retrieval_top1(codes, codes, classes, 39, 0)
+    damsm_lib.retrieval_top1(codes, codes, classes, 39, 0)
 
 
 def test_inception_without_weights_is_refused(tmp_path):

@@ -18,6 +18,7 @@ from input_pipeline import attngan
 from input_pipeline import dataset_check
 from input_pipeline import errors
 from input_pipeline import pipeline
+from input_pipeline import source_items
 from t2igan_jax import damsm_pretrain
 
 CPI = attngan_layout.BIRDS_CAPTIONS_PER_IMAGE
@@ -148,13 +149,22 @@ def test_skip_logs_one_line_per_split(birds, caplog):
   assert len(debug) == 4
 
 
-class _HalfBad:
+class _HalfBad(source_items.Source):
   """8x8 items; odd indices are unreadable."""
   split = "train"
   on_bad_example = "skip"
 
   def __len__(self):
     return 40
+
+  def captions(self, i):
+    return [[1, 2]]
+
+  def class_id(self, i):
+    return 0
+
+  def key(self, i):
+    return str(i)
 
   def __getitem__(self, i):
     if i % 2:
@@ -195,7 +205,7 @@ def test_partial_dataset_lists_every_problem_once(birds):
   c = _config(dmgan_bird, birds)
   c.gan.batch_size = 8
   with pytest.raises(errors.DatasetError) as e:
-    pipeline.open_splits(c, 64)
+    dataset_check.open_splits(c, 64)
   msg = str(e.value)
   assert msg.startswith(f"data set 'birds' (source 'attngan', {birds}): 4 "
                         "problems")
@@ -226,16 +236,17 @@ def test_retrieval_candidates_the_test_split_cannot_supply(birds, tmp_path):
   assert not (tmp_path / "w" / "checkpoints").exists()
   fix = re.search(r"set config\.damsm\.retrieval_candidates=(\d+)", msg)
   c.damsm.retrieval_candidates = int(fix.group(1))
-  train, test = pipeline.open_splits(c, c.damsm.image_size)
+  train, test = dataset_check.open_splits(c, c.damsm.image_size)
   assert (len(train), len(test)) == (6, 3)
   # A batch larger than the test split leaves no evaluation batch.
   c.damsm.batch_size = 4
   with pytest.raises(ValueError, match=r"config\.damsm\.batch_size=4 is "
                      r"larger than the test split \(3 images\): no evaluation"):
-    pipeline.open_splits(c, c.damsm.image_size)
+    dataset_check.open_splits(c, c.damsm.image_size)
 
 
-class _Classes:
+class _Classes(source_items.Source):
+  """A test split of these classes (no images: the check reads none)."""
   split = "test"
 
   def __init__(self, class_ids):
@@ -243,6 +254,18 @@ class _Classes:
 
   def __len__(self):
     return len(self.class_ids)
+
+  def class_id(self, i):
+    return int(self.class_ids[i])
+
+  def captions(self, i):
+    raise AssertionError("the retrieval check reads no captions")
+
+  def key(self, i):
+    return str(i)
+
+  def __getitem__(self, i):
+    raise AssertionError("the retrieval check reads no images")
 
 
 @pytest.mark.parametrize("class_ids, batch_size, eval_batches", [

@@ -16,8 +16,9 @@ from np_reference import (np_bn_train, np_conv, np_glu, np_resblock,
                           np_sigmoid, np_upblock)
 
 from configs import base as base_config
+from t2igan_jax.losses.gan import kl_loss
 from t2igan_jax.models import layers
-from t2igan_jax.models.conditioning import ConditioningAugmentation, kl_loss
+from t2igan_jax.models.conditioning import ConditioningAugmentation
 from t2igan_jax.models.generator import Generator, generator_from_config
 from t2igan_jax.models.init_utils import kernel_as_torch_matrix
 from t2igan_jax.models.initial_stage import InitialStage

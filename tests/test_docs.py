@@ -7,8 +7,9 @@ Checked references, written in backticks in the document:
 * ``tests/test_x.py::test_name``: the test exists;
 * ``config.<field>``: the field exists in ``configs/base.py``'s get_config();
 * the quirks table (section 4): each row's field exists with the stated
-  default; every same-line ``# ... reference ...`` field of base.py and every
-  enumerated field of ``config_validation.CHOICES`` is documented;
+  default; every field of ``base.QUIRK_FLAGS``, every same-line ``# ...
+  reference ...`` field of base.py and every enumerated field of
+  ``config_validation.CHOICES`` is documented;
 * relative links of README.md and the document resolve to files.
 
 The same reference and link checks run on README.md and every page of docs/,
@@ -21,6 +22,7 @@ run here (tiny config) through the Makefile's own recipe.
 
 import ast
 import functools
+import importlib
 import os
 import pathlib
 import re
@@ -161,9 +163,9 @@ def test_config_references_exist(doc, base_config):
 def test_checkers_can_fail(base_config):
   """The helpers above reject what does not exist (so the tests can fail)."""
   assert defines("t2igan_jax/losses/gan.py", "bce")
-  assert defines("t2igan_jax/gan_train.py", "GanModels.generate")
+  assert defines("t2igan_jax/gan_lib.py", "GanModels.generate")
   assert not defines("t2igan_jax/losses/gan.py", "no_such_function")
-  assert not defines("t2igan_jax/gan_train.py", "GanModels.no_such_method")
+  assert not defines("t2igan_jax/gan_lib.py", "GanModels.no_such_method")
   assert not defines("t2igan_jax/no_such_file.py", "bce")
   assert config_field(base_config, "model.attn_mask_mode") == "rolled"
   with pytest.raises(KeyError, match="config.model.no_such_field"):
@@ -192,7 +194,8 @@ def test_quirk_defaults_match_base_config(doc, base_config):
 
 def _reference_commented_fields() -> list[str]:
   """Fields of base.get_config() whose assignment line has a comment naming
-  the 'reference' (the convention for quirk flags)."""
+  the 'reference' (fields like eval.seed; the quirk flags themselves are in
+  base.QUIRK_FLAGS)."""
   text = (ROOT / "configs" / "base.py").read_text(encoding="utf-8")
   body = text[text.index("def get_config"):text.index("def tiny")]
   aliases = {"c": ""}
@@ -208,10 +211,15 @@ def _reference_commented_fields() -> list[str]:
   return fields
 
 
-def test_quirks_table_is_complete(doc):
+def test_quirks_table_is_complete(doc, base_config):
+  """Every reference quirk (``configs/base.py:QUIRK_FLAGS``) and every other
+  field whose comment in base.py names the reference is in the table."""
   documented = {row[0].strip("`") for row in _quirk_rows(doc)}
-  flagged = _reference_commented_fields()
-  assert len(flagged) >= 10, f"parsed only {flagged} from configs/base.py"
+  assert len(base.QUIRK_FLAGS) >= 20, base.QUIRK_FLAGS
+  for path, default in base.QUIRK_FLAGS.items():
+    assert config_field(base_config, path) == default, path
+  flagged = list(base.QUIRK_FLAGS) + _reference_commented_fields()
+  assert len(flagged) > len(base.QUIRK_FLAGS), "parsed no commented field"
   assert not set(flagged) - documented, (
       f"configs/base.py fields marked as reference behaviour but missing from "
       f"the quirks table of docs/ARCHITECTURE.md: {sorted(set(flagged) - documented)}")
@@ -237,16 +245,28 @@ def test_relative_links_resolve(page):
 
 
 # ------------------------------------------------- README and docs/ pages
+def _is_config_variant(path: str, variant: str) -> bool:
+  """Whether ``path:variant`` is a valid ``--config`` (a config file and a
+  variant it takes)."""
+  if not (path.startswith("configs/") and (ROOT / path).is_file()):
+    return False
+  module = importlib.import_module(path[:-3].replace("/", "."))
+  try:
+    module.get_config(variant)
+  except base.UnknownVariantError:
+    return False
+  return True
+
+
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
 def test_page_references_exist(page, base_config):
   """The code, test and config references of every page exist (the counts
   are checked on ARCHITECTURE.md above)."""
   text = page.read_text(encoding="utf-8")
-  # `configs/x.py:tiny` is a config variant (``--config=configs/x.py:tiny``).
+  # `configs/x.py:tiny`, `configs/damsm.py:shapes` are config variants
+  # (``--config=configs/x.py:tiny``).
   bad = [f"{p}:{s}" for p, s in set(CODE_REF.findall(text))
-         if not defines(p, s)
-         and not (p.startswith("configs/") and s == "tiny"
-                  and (ROOT / p).is_file())]
+         if not defines(p, s) and not _is_config_variant(p, s)]
   bad += [f"{p}::{t}" for p, t in set(TEST_REF.findall(text))
           if not defines(p, t)]
   for ref in set(CONFIG_REF.findall(text)):

@@ -18,7 +18,7 @@ from gan_fixtures import host_batch, untrained_gan
 
 from configs import dmgan_shapes
 from t2igan_jax import ema
-from t2igan_jax import gan_train
+from t2igan_jax import gan_lib
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -67,16 +67,16 @@ def trajectories():
   config.num_devices = 1
   config.gan.ema_debias = False
   models, enc = untrained_gan(config)
-  plain0 = jax.jit(functools.partial(gan_train.create_state, models))(
+  plain0 = jax.jit(functools.partial(gan_lib.create_state, models))(
       jax.random.key(0))
   debias_config = dmgan_shapes.get_config("tiny")
   debias_config.num_devices = 1
   debias_config.gan.ema_debias = True
-  debias_models = gan_train.GanModels(debias_config, models.text_model,
+  debias_models = gan_lib.GanModels(debias_config, models.text_model,
                                       models.image_model)
-  debias0 = jax.jit(functools.partial(gan_train.create_state, debias_models))(
+  debias0 = jax.jit(functools.partial(gan_lib.create_state, debias_models))(
       jax.random.key(0))
-  step_fn = jax.jit(functools.partial(gan_train.train_step, models=models))
+  step_fn = jax.jit(functools.partial(gan_lib.train_step, models=models))
   thetas = [_np_tree(plain0.g_params)]
   plain, debias = plain0, debias0
   for k in range(STEPS):

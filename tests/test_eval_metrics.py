@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from t2igan_jax import damsm_pretrain
+from t2igan_jax import damsm_lib
 from t2igan_jax.evaluation import fid_inception as fi
 from t2igan_jax.evaluation import inception_score as isc
 from t2igan_jax.evaluation import r_precision as rp
@@ -270,7 +270,7 @@ def test_r_precision_memory_is_bounded():
 
 
 def test_damsm_validation_top1_shares_the_protocol():
-  """damsm_pretrain.retrieval_top1 (built on draw_mismatched + retrieval_hits) equals a
+  """damsm_lib.retrieval_top1 (built on draw_mismatched + retrieval_hits) equals a
   plain per-image loop: seeded draws of other-class captions, ties count as hits."""
   rng = np.random.default_rng(5)
   cls = rng.integers(0, 6, 60)
@@ -284,7 +284,7 @@ def test_damsm_validation_top1_shares_the_protocol():
     hits.append(all(cos(sent[j]) <= cos(sent[i]) for j in neg))
   want = np.mean(hits)
   assert 0.05 < want < 0.95
-  assert damsm_pretrain.retrieval_top1(img, sent, cls, 8, seed=3) == pytest.approx(want)
+  assert damsm_lib.retrieval_top1(img, sent, cls, 8, seed=3) == pytest.approx(want)
 
 
 def test_shapes_caption_agreement_counts_class_kind_and_colour():

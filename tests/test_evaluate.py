@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from t2igan_jax import evaluate as evaluate_lib
-from t2igan_jax import sample as sample_lib
+from t2igan_jax import gan_lib
 from t2igan_jax import train
 from t2igan_jax.evaluation import fid as fid_lib
 
@@ -161,9 +161,9 @@ def test_fid_off_and_raw_generator_weights(evaluated):
     assert json.load(f)["generator_weights"] == "ema"   # not overwritten
   # The evaluated parameters are the raw ones (after 4 steps they differ from
   # the EMA's by far more than rounding).
-  raw = sample_lib.restore_generator(c, workdir, 4).g_params
+  raw = gan_lib.restore_generator(c, workdir, 4).g_params
   c.sample.weights = "ema"
-  ema = sample_lib.restore_generator(c, workdir, 4).g_params
+  ema = gan_lib.restore_generator(c, workdir, 4).g_params
   diffs = [float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
            for a, b in zip(jax.tree.leaves(raw), jax.tree.leaves(ema))]
   assert max(diffs) > 1e-4

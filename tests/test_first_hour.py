@@ -12,7 +12,6 @@ import pytest
 
 from gan_fixtures import job_config
 from configs import damsm_shapes, dmgan_bird
-from t2igan_jax import gan_train
 from t2igan_jax import metric_writer
 from t2igan_jax import time_budget
 from t2igan_jax import train
@@ -107,7 +106,7 @@ def test_missing_damsm_names_both_ways(tmp_path):
   with pytest.raises(FileNotFoundError,
                      match=r"configs/damsm_bird.py.*t2igan_jax.convert.*"
                      r"DAMSMencoders/bird/text_encoder200.pth"):
-    gan_train._resolve_damsm_dir(c, str(tmp_path))  # pylint: disable=protected-access
+    train.resolve_damsm_dir(c, str(tmp_path))
 
 
 def test_one_budget_for_damsm_and_gan(tmp_path, caplog):
@@ -127,7 +126,7 @@ def test_one_budget_for_damsm_and_gan(tmp_path, caplog):
   assert "DAMSM pretraining gets up to 0 s (gan.damsm_budget_share=0.25)" in log
   assert "time budget in force: DAMSM pretraining stops" in log
   assert "time budget in force: the GAN loop stops" in log
-  stop_file = os.path.join(workdir, "damsm", gan_train.DAMSM_BUDGET_STOP_FILE)
+  stop_file = os.path.join(workdir, "damsm", train.DAMSM_BUDGET_STOP_FILE)
   assert os.path.isfile(stop_file)
   assert result["step"] == 1 and result["time_budget_reached"]
   assert result["train/g_lr"] == c.gan.g_lr and result["train/d_lr"] == c.gan.d_lr
@@ -144,8 +143,8 @@ def test_one_budget_for_damsm_and_gan(tmp_path, caplog):
     assert part in summary, part
   # A second start keeps those encoders (the GAN's checkpoint needs them).
   caplog.clear()
-  assert not gan_train._pretrains_damsm(c, workdir)  # pylint: disable=protected-access
-  assert gan_train._resolve_damsm_dir(c, workdir) == os.path.join(  # pylint: disable=protected-access
+  assert not train.pretrains_damsm(c, workdir)
+  assert train.resolve_damsm_dir(c, workdir) == os.path.join(
       workdir, "damsm")
   assert "stopped at its share of the time budget" in caplog.text
 

@@ -28,7 +28,7 @@ from gan_fixtures import host_batch, untrained_gan
 
 from configs import dmgan_shapes
 from t2igan_jax import config_validation
-from t2igan_jax import gan_train
+from t2igan_jax import gan_lib
 from t2igan_jax.models import generator as generator_lib
 from t2igan_jax.models import precision
 
@@ -50,9 +50,9 @@ def tiny_config(**overrides):
 def one_step(config, state=None):
   models, enc = untrained_gan(config)
   if state is None:
-    state = jax.jit(functools.partial(gan_train.create_state, models))(
+    state = jax.jit(functools.partial(gan_lib.create_state, models))(
         jax.random.key(0))
-  step = jax.jit(functools.partial(gan_train.train_step, models=models))
+  step = jax.jit(functools.partial(gan_lib.train_step, models=models))
   new_state, metrics = step(state, host_batch(config), enc)
   return state, new_state, jax.device_get(metrics)
 

@@ -7,8 +7,11 @@ from PIL import Image
 import pytest
 
 from configs import base
+from configs import damsm_bird
+from input_pipeline import datasets
 from input_pipeline import pipeline
 from input_pipeline import shapes
+from input_pipeline import source_items
 from input_pipeline import transforms
 
 SIZES = (16, 32)
@@ -107,6 +110,75 @@ def test_get_source_and_stage_sizes():
   config.data.name = "flowers"
   with pytest.raises(ValueError, match="config.data.name"):
     pipeline.get_source(config, "train", 64)
+
+
+# ---------------------------------------------------- the dataset registry
+
+def test_every_registered_opener_and_protocol_resolves():
+  """Each entry's openers import and are callables; 'auto' IS protocols."""
+  for name, entry in datasets.DATASETS.items():
+    paths = ([entry.generator] if entry.generator else
+             [datasets.SOURCES[s].opener for s in entry.sources])
+    for path in paths:
+      assert callable(datasets._resolve(path)), (name, path)
+    assert datasets.resolve_is_protocol(name, "auto") == entry.is_protocol
+    assert datasets.resolve_is_protocol(name, "none") == "none"
+  assert datasets.resolve_is_protocol("birds", "auto") == "cub"
+  with pytest.raises(ValueError, match=r"config\.data\.name='flowers' is "
+                     r"not one of \('shapes', 'birds', 'coco'\)"):
+    datasets.resolve_is_protocol("flowers", "auto")
+
+
+def test_a_dataset_entry_without_an_is_protocol_is_refused():
+  with pytest.raises(TypeError, match="is_protocol"):
+    datasets.Dataset(sources=("attngan",))  # pylint: disable=no-value-for-parameter
+  for protocol in ("", "inception"):
+    with pytest.raises(ValueError, match=rf"is_protocol={protocol!r} is not "
+                       r"one of \('shapes', 'cub', 'coco', 'none'\) \(the IS "
+                       r"classifier of its images; 'none' when it has none\)"):
+      datasets.Dataset(protocol, sources=("attngan",))
+  with pytest.raises(ValueError, match="give its sources or its generator"):
+    datasets.Dataset("none")
+  with pytest.raises(ValueError, match=r"unknown sources \['hdf5'\]"):
+    datasets.Dataset("none", sources=("attngan", "hdf5"))
+  assert datasets.Dataset("none", sources=("tfds",)).is_protocol == "none"
+
+
+def test_a_source_must_answer_the_whole_protocol():
+  class _NoClasses(source_items.Source):
+    split = "train"
+
+    def __len__(self):
+      return 1
+
+    def __getitem__(self, i):
+      return {}
+
+    def captions(self, i):
+      return [[1]]
+
+    def key(self, i):
+      return "k"
+
+  with pytest.raises(TypeError, match="class_id"):
+    _NoClasses()  # pylint: disable=abstract-class-instantiated
+
+
+def test_tiny_reads_its_own_dataset_and_source(tmp_path):
+  """``configs/damsm_bird.py:tiny --config.data.source=tfds`` reads t2i_birds
+  (it trained on the generated shapes data before)."""
+  c = damsm_bird.get_config("tiny")
+  c.data.source = "tfds"
+  c.data.tfds_data_dir = str(tmp_path)
+  assert datasets.describe(c.data) == (
+      f"data set 'birds' (source 'tfds', {tmp_path})")
+  with pytest.raises(FileNotFoundError, match=r"t2i_birds/cpi10 is not "
+                     r"prepared.*--dataset=t2i_birds"):
+    pipeline.get_source(c, "train", 64)
+  c.data.source = "attngan"
+  with pytest.raises(FileNotFoundError, match=r"config\.data\.data_dir='': no "
+                     r"such directory \(expected the AttnGAN layout"):
+    pipeline.get_source(c, "train", 64)
 
 
 # ----------------------------------------------------------------- iterator
@@ -235,7 +307,7 @@ def test_workers_give_the_same_stream(source):
     it.close()
 
 
-class _MirrorSource:
+class _MirrorSource(source_items.Source):
   """Left half dark, right half light; the only caption says 'left' (id 1)."""
   split = "mirror"
   mirror_word_pairs = ((1, 2),)
@@ -243,10 +315,20 @@ class _MirrorSource:
   def __len__(self):
     return 16
 
+  def captions(self, i):
+    return [[1, 3]]
+
+  def class_id(self, i):
+    return 0
+
+  def key(self, i):
+    return f"m{i}"
+
   def __getitem__(self, i):
     image = np.zeros((38, 38, 3), np.uint8)
     image[:, 19:] = 255
-    return dict(image=image, captions=[[1, 3]], class_id=0, key=f"m{i}")
+    return dict(image=image, captions=self.captions(i), class_id=0,
+                key=self.key(i))
 
 
 def test_flip_mirrors_left_right_words():

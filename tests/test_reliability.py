@@ -33,7 +33,7 @@ from main_process import ROOT, Run, subprocess_env
 from configs import damsm_shapes
 from configs import dmgan_shapes
 from t2igan_jax import checkpointing
-from t2igan_jax import gan_train
+from t2igan_jax import gan_lib
 from t2igan_jax import metric_writer
 from t2igan_jax import numerics
 from t2igan_jax import preemption
@@ -334,17 +334,17 @@ def test_execution_only_model_fields_do_not_block_a_resume(tmp_path):
   _save_steps(directory, [2], meta={"model": {"ngf": 8,
                                               "conv_weight_grad": "xla"}})
   ckpt = checkpointing.Checkpointer(directory, max_to_keep=10, interval=1)
-  ours = gan_train.model_meta({"ngf": 8, "conv_weight_grad": "per_tap"})
+  ours = gan_lib.model_meta({"ngf": 8, "conv_weight_grad": "per_tap"})
   assert ours == {"ngf": 8}
   state, _ = ckpt.restore_compatible(_toy_state(0), {"model": ours},
                                      ("model",),
-                                     views={"model": gan_train.model_meta})
+                                     views={"model": gan_lib.model_meta})
   assert int(state["step"]) == 2
   with pytest.raises(CheckpointError, match=r"model\.conv_weight_grad is "):
     ckpt.restore_compatible(_toy_state(0), {"model": ours}, ("model",))
   with pytest.raises(CheckpointError, match=r"model\.ngf is 8 there but 16"):
     ckpt.restore_compatible(_toy_state(0), {"model": {"ngf": 16}}, ("model",),
-                            views={"model": gan_train.model_meta})
+                            views={"model": gan_lib.model_meta})
   ckpt.close()
 
 
@@ -396,7 +396,7 @@ def test_stage_sizes_not_matching_the_model_before_compiling(tmp_path,
 
 def test_damsm_dir_with_other_vocabulary_before_compiling(tmp_path,
                                                           compile_counter):
-  from t2igan_jax import damsm_pretrain  # pylint: disable=g-import-not-at-top
+  from t2igan_jax import damsm_lib  # pylint: disable=g-import-not-at-top
   from input_pipeline import pipeline  # pylint: disable=g-import-not-at-top
   from input_pipeline.text import Vocabulary  # pylint: disable=g-import-not-at-top
   c = dmgan_shapes.get_config("tiny")
@@ -405,10 +405,10 @@ def test_damsm_dir_with_other_vocabulary_before_compiling(tmp_path,
   words[1], words[2] = words[2], words[1]
   damsm_dir = tmp_path / "damsm"
   damsm_dir.mkdir()
-  (damsm_dir / damsm_pretrain.VOCAB_FILE).write_text(
+  (damsm_dir / damsm_lib.VOCAB_FILE).write_text(
       json.dumps(Vocabulary(words).to_json()))
-  (damsm_dir / damsm_pretrain.ENCODER_CONFIG_FILE).write_text(
-      json.dumps(damsm_pretrain.encoder_config(c)))
+  (damsm_dir / damsm_lib.ENCODER_CONFIG_FILE).write_text(
+      json.dumps(damsm_lib.encoder_config(c)))
   c.gan.damsm_dir = str(damsm_dir)
   with pytest.raises(ConfigError, match=r"vocab\.json.*does not match"):
     train.run(c, str(tmp_path / "w"))

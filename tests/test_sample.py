@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from input_pipeline.text import Vocabulary
+from t2igan_jax import gan_lib
 from t2igan_jax import metric_writer
 from t2igan_jax import sample as sample_lib
 from t2igan_jax import train
@@ -178,14 +179,13 @@ def test_weights_of_old_and_plain_checkpoints(workdir):
   import functools  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   from t2igan_jax import ema  # pylint: disable=g-import-not-at-top
-  from t2igan_jax import gan_train  # pylint: disable=g-import-not-at-top
   c = job_config("sample")
-  gen = sample_lib.restore_generator(c, workdir, 4)
+  gen = gan_lib.restore_generator(c, workdir, 4)
   assert gen.meta[ema.META_KEY] is True and gen.weights_used == "ema_debiased"
-  abstract = jax.eval_shape(functools.partial(gan_train.create_state,
+  abstract = jax.eval_shape(functools.partial(gan_lib.create_state,
                                               gen.models), jax.random.key(0))
   from t2igan_jax import checkpointing  # pylint: disable=g-import-not-at-top
-  ckpt = checkpointing.Checkpointer(sample_lib.checkpoint_dir(workdir),
+  ckpt = checkpointing.Checkpointer(gan_lib.checkpoint_dir(workdir),
                                     max_to_keep=1000, interval=1)
   try:
     state, _, _ = ckpt.restore(abstract, 4)
@@ -197,13 +197,13 @@ def test_weights_of_old_and_plain_checkpoints(workdir):
                                rtol=1e-6)
   old_meta = {k: v for k, v in gen.meta.items()
               if k not in (ema.META_KEY, "seed", "ema_decay")}
-  params, used, text = sample_lib.generator_weights(c, gen.models, state,
+  params, used, text = gan_lib.generator_weights(c, gen.models, state,
                                                     old_meta)
   assert used == "ema" and params is state.g_ema and "reference" in text
   c.sample.weights = "ema_debiased"
-  params, used, text = sample_lib.generator_weights(c, gen.models, state,
+  params, used, text = gan_lib.generator_weights(c, gen.models, state,
                                                     old_meta)
-  theta0 = jax.jit(functools.partial(gan_train.create_state, gen.models))(
+  theta0 = jax.jit(functools.partial(gan_lib.create_state, gen.models))(
       jax.random.key(c.seed)).g_params
   want = ema.debias_plain_ema(state.g_ema, theta0, d, 4)
   assert used == "ema_debiased" and "not in the checkpoint" in text
@@ -299,10 +299,10 @@ def test_checkpoint_meta_ignores_execution_only_fields():
   saved = dict(c.model.to_dict(), conv_weight_grad="xla")
   meta = {"job": "train_gan", "model": saved,
           "stage_sizes": list(input_pipeline.stage_sizes(c))}
-  sample_lib._check_meta(c, meta, "ckpt")
+  gan_lib.check_meta(c, meta, "ckpt")
   meta["model"] = dict(saved, r_num=saved["r_num"] + 1)
   with pytest.raises(CheckpointError, match=r"config\.model\.r_num="):
-    sample_lib._check_meta(c, meta, "ckpt")
+    gan_lib.check_meta(c, meta, "ckpt")
 
 
 def test_parse_captions():

@@ -8,7 +8,7 @@ the batch with every caption) and the rolled word mask all see the *global*
 batch, so the computation is the same function; only the order of floating
 point reductions changes. Tolerances (from measurement; the test prints the
 observed worst differences, ~7e-8 relative for the losses): every loss term
-and gradient norm within rtol 1e-5; updated parameters within atol 1e-5 (the first Adam step moves each
+within rtol 1e-5, gradient norms within 2e-4 (6.1e-5 measured on an AMD host); updated parameters within atol 1e-5 (the first Adam step moves each
 parameter by ~lr·g/|g| = 2e-4, so an element whose gradient is ~0 can flip by
 up to 2·lr under round-off; at most 0.1% of elements may do so, and none by
 more than 2·lr).
@@ -24,12 +24,16 @@ from gan_fixtures import host_batch, untrained_gan
 
 from configs import dmgan_shapes
 from t2igan_jax import config_validation
-from t2igan_jax import gan_train
+from t2igan_jax import gan_lib
 from t2igan_jax import sharding
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 LOSS_RTOL = 1e-5
+# Gradient norms sum many terms of both signs: on an AMD EPYC host (XLA:CPU)
+# d_grad_norm1 of 2-8 devices was 6.1e-5 relative off the one-device value
+# (the losses stayed within 1e-7), on the earlier machines within 1e-5.
+GRAD_NORM_RTOL = 2e-4
 PARAM_ATOL = 1e-5
 MAX_FLIPPED_FRACTION = 1e-3
 
@@ -47,20 +51,20 @@ def tiny_config():
 def setup():
   c = tiny_config()
   models, enc = untrained_gan(c)
-  state = jax.jit(functools.partial(gan_train.create_state, models))(
+  state = jax.jit(functools.partial(gan_lib.create_state, models))(
       jax.random.key(0))
   return c, models, jax.device_get(enc), jax.device_get(state), host_batch(c)
 
 
 def run_on(setup, n):
-  """One train_step on an n-device mesh, as gan_train.train runs it."""
+  """One train_step on an n-device mesh, as gan_lib.train runs it."""
   c, models, enc, state, batch = setup
   mesh = sharding.make_mesh(n)
   sharding.check_batch_size(c.gan.batch_size, mesh, "config.gan.batch_size")
   repl = sharding.replicated(mesh)
-  models = gan_train.GanModels(c, models.text_model, models.image_model,
+  models = gan_lib.GanModels(c, models.text_model, models.image_model,
                                mesh=mesh)
-  step = jax.jit(functools.partial(gan_train.train_step, models=models))
+  step = jax.jit(functools.partial(gan_lib.train_step, models=models))
   dev_batch = sharding.device_batch(batch, mesh)
   assert dev_batch["captions"].sharding.shard_shape(
       dev_batch["captions"].shape)[0] == c.gan.batch_size // n
@@ -89,7 +93,8 @@ def test_same_result_as_one_device(setup, one_device, n):
     a, b = float(m1[k]), float(m_n[k])
     assert np.isfinite(a) and np.isfinite(b), k
     worst = max(worst, abs(a - b) / max(abs(a), 1e-6))
-    np.testing.assert_allclose(b, a, rtol=LOSS_RTOL, atol=1e-6, err_msg=k)
+    rtol = GRAD_NORM_RTOL if "grad_norm" in k else LOSS_RTOL
+    np.testing.assert_allclose(b, a, rtol=rtol, atol=1e-6, err_msg=k)
   lr = setup[0].gan.g_lr
   total = flipped = 0
   worst_p = 0.0

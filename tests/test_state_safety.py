@@ -29,7 +29,7 @@ from main_process import ROOT
 from configs import base
 from configs import dmgan_shapes
 from t2igan_jax import checkpointing
-from t2igan_jax import damsm_pretrain
+from t2igan_jax import damsm_lib
 from t2igan_jax import metric_writer
 from t2igan_jax import train
 from t2igan_jax.errors import CheckpointError, WorkdirError
@@ -168,12 +168,12 @@ def _write_damsm_steps(config, directory, seeds):
   from input_pipeline import pipeline  # pylint: disable=g-import-not-at-top
   write_untrained_damsm(config, directory)
   vocab = pipeline.get_source(config, "train", 64).vocab
-  text, image = damsm_pretrain.build_models(config, vocab.n_words)
-  ckpt_dir = os.path.join(directory, damsm_pretrain.CHECKPOINT_DIR)
+  text, image = damsm_lib.build_models(config, vocab.n_words)
+  ckpt_dir = os.path.join(directory, damsm_lib.CHECKPOINT_DIR)
   shutil.rmtree(ckpt_dir)
   ckpt = checkpointing.Checkpointer(ckpt_dir, max_to_keep=10, interval=1)
   for step, seed in enumerate(seeds, start=1):
-    state = jax.jit(functools.partial(damsm_pretrain.create_state, config,
+    state = jax.jit(functools.partial(damsm_lib.create_state, config,
                                       text, image))(jax.random.key(seed))
     ckpt.save(step, state, {}, {})
   ckpt.close()
@@ -188,13 +188,13 @@ def test_corrupt_newest_damsm_step_is_an_error_and_moves_nothing(tmp_path):
   _flip_bytes(_array_files(os.path.join(ckpt_dir, "2"))[0])
   before = _tree_files(tmp_path)
   with pytest.raises(CheckpointError) as e:
-    damsm_pretrain.load_encoders(damsm_dir)
+    damsm_lib.load_encoders(damsm_dir)
   msg = str(e.value)
   assert "checkpoint step 2" in msg and damsm_dir in msg
   assert "gan.damsm_step" in msg and "\n" not in msg
   assert _tree_files(tmp_path) == before  # nothing moved, cleaned or written
   # An explicit older step is the way to use it.
-  damsm_pretrain.load_encoders(damsm_dir, step=1)
+  damsm_lib.load_encoders(damsm_dir, step=1)
   assert _tree_files(tmp_path) == before
 
 
@@ -351,7 +351,7 @@ def test_failing_evaluation_keeps_the_checkpoint_of_its_step(tmp_path,
   def broken(*args, **kwargs):
     raise RuntimeError("evaluation broke")
 
-  monkeypatch.setattr(damsm_pretrain, "retrieval_top1", broken)
+  monkeypatch.setattr(damsm_lib, "retrieval_top1", broken)
   workdir = str(tmp_path / "w")
   c = _damsm_config(max_steps=2, checkpoint_every_steps=100)
   c.damsm.eval_every_epochs = 100

@@ -403,14 +403,14 @@ def jax_leaves(tree):
 def test_damsm_pretraining_takes_the_download(torchvision_inception_file):
   """damsm_pretrain puts the downloaded trunk under params['image_encoder']."""
   from configs import damsm_bird
-  from t2igan_jax import damsm_pretrain
+  from t2igan_jax import damsm_lib
   path, sd = torchvision_inception_file
   config = damsm_bird.get_config()
   config.image_encoder.trunk_weights = path
-  state = damsm_pretrain.DamsmState(
+  state = damsm_lib.DamsmState(
       step=0, params={"text_encoder": {}, "image_encoder": {"emb_cnn_code": {}}},
       batch_stats={}, opt_state={}, rng=None, nonfinite_skipped=0)
-  state = damsm_pretrain.load_trunk_weights(config, state)
+  state = damsm_lib.load_trunk_weights(config, state)
   assert set(state.params["image_encoder"]) == {"emb_cnn_code", "trunk"}
   np.testing.assert_array_equal(
       state.batch_stats["trunk"]["Mixed_5b"]["branch1x1"]["bn"]["mean"],

@@ -22,7 +22,7 @@ same for candidates drawn from a pool, in chunks of bounded memory),
 :func:`draw_mismatched`
 (candidate indices of other classes from an encoded pool), :func:`fold_statistics`.
 :func:`r_precision` chains them for a pool of encoded candidate captions.
-The DAMSM pretraining's validation top-1 (``damsm_pretrain.retrieval_top1``)
+The DAMSM pretraining's validation top-1 (``damsm_lib.retrieval_top1``)
 is the same protocol without folds.
 """
 

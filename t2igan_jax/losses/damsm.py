@@ -104,3 +104,18 @@ def sent_loss(image_code: jax.Array, sent: jax.Array, class_ids: jax.Array | Non
   scores = _cosine(dot, jnp.sum(image_code ** 2, -1)[:, None],
                    jnp.sum(sent ** 2, -1)[None, :])
   return _matching_losses(scores, class_ids, gamma3)
+
+
+def damsm_loss_terms(damsm, words, sent, local, glob, lengths, class_ids):
+  """The four DAMSM losses (SPEC-dmgan §5.2-5.3) as a dict.
+
+  ``damsm``: the ``config.damsm`` section (gamma1-3, word_score); ``local``
+  [B, h, w, D] region features, ``glob`` [B, D] image code, ``words``
+  [B, T, D], ``sent`` [B, D], ``lengths`` [B], ``class_ids`` [B].
+  """
+  region = local.reshape(local.shape[0], -1, local.shape[-1])
+  w0, w1, _ = words_loss(region, words, lengths, class_ids, damsm.gamma1,
+                         damsm.gamma2, damsm.gamma3,
+                         word_score=damsm.word_score)
+  s0, s1 = sent_loss(glob, sent, class_ids, damsm.gamma3)
+  return {"w_loss0": w0, "w_loss1": w1, "s_loss0": s0, "s_loss1": s1}

@@ -93,3 +93,17 @@ def discriminator_loss(real_u, real_c, fake_u, fake_c, wrong_c, mode):
 def generator_adv_loss(fake_u, fake_c, mode):
   """One stage's adversarial G term."""
   return bce(fake_u, 1.0, mode) + bce(fake_c, 1.0, mode)
+
+
+def kl_loss(mu, logvar, reduction: str = "mean"):
+  """Conditioning augmentation's KL(N(mu, exp(logvar)) || N(0, I)) (SPEC-dmgan §3.2).
+
+  ``KL = -1/2 · mean_{b,k}(1 + logvar - mu^2 - exp(logvar))`` over all
+  B×ncf entries ('mean', reference) or the sum ('sum').
+  """
+  terms = 1.0 + logvar - jnp.square(mu) - jnp.exp(logvar)
+  if reduction == "mean":
+    return -0.5 * jnp.mean(terms)
+  if reduction == "sum":
+    return -0.5 * jnp.sum(terms)
+  raise ValueError(f"kl_reduction must be 'mean' or 'sum', got {reduction!r}")

@@ -46,12 +46,3 @@ class ConditioningAugmentation(nn.Module):
     c = mu + eps * jnp.exp(0.5 * logvar)
     return c, mu, logvar
 
-
-def kl_loss(mu: jnp.ndarray, logvar: jnp.ndarray, reduction: str = "mean") -> jnp.ndarray:
-  """KL(N(mu, exp(logvar)) || N(0, I)); 'mean' over all B×ncf entries (reference) or 'sum'."""
-  terms = 1.0 + logvar - jnp.square(mu) - jnp.exp(logvar)
-  if reduction == "mean":
-    return -0.5 * jnp.mean(terms)
-  if reduction == "sum":
-    return -0.5 * jnp.sum(terms)
-  raise ValueError(f"kl_reduction must be 'mean' or 'sum', got {reduction!r}")

@@ -45,19 +45,19 @@ the collection is immutable); ``False`` never stores. Successive calls inside
 one ``apply`` see each other's u updates, so computing a whole D loss in one
 ``apply`` threads the SN state in call order.
 
-Mixed precision: ``dtype`` (computation dtype, float32 default = reference)
-applies to every conv; parameters and SN state stay float32 and the logits are
-returned in float32 (the BCE losses reduce in float32).
+Mixed precision: ``config.dtype`` (computation dtype, float32 default =
+reference; ``model_config.ModelConfig``) applies to every conv; parameters and
+SN state stay float32 and the logits are returned in float32 (the BCE losses
+reduce in float32).
 """
 
-from typing import Any, Optional
+from typing import Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from t2igan_jax.models import precision
 from t2igan_jax.models.init_utils import torch_default_bias, torch_orthogonal
-from t2igan_jax.models import small_map_conv
+from t2igan_jax.models.model_config import ModelConfig, keyword_fields
 from t2igan_jax.models.spectral_norm import SpectralConv
 
 LEAK = 0.2
@@ -77,41 +77,44 @@ def _logits_conv(code, name, dtype=jnp.float32):
   return y.reshape(b).astype(jnp.float32)
 
 
+def _sn_conv(config: ModelConfig, features: int, kernel: int, stride: int,
+             name: str) -> SpectralConv:
+  """SN conv (padding 1) in ``config.dtype`` with ``config.small_map_conv``."""
+  return SpectralConv(features, kernel, stride, 1, dtype=config.dtype,
+                      small_map_conv=config.small_map_conv, name=name)
+
+
 class ImageEncoder(nn.Module):
   """D trunk of stage ``stage``: [B, S, S, 3] -> code [B, S/2^(4+stage), ., 8·ndf]."""
   stage: int = 0
-  ndf: int = 32
-  dtype: Any = jnp.float32
-  small_map_conv: str = "xla"
+  config: ModelConfig = ModelConfig()
 
   @nn.compact
   def __call__(self, x, *, update_stats: Optional[bool] = None):
-    dt, sm = self.dtype, self.small_map_conv
+    cfg = self.config
     for i in range(4):
-      x = _lrelu(SpectralConv(self.ndf * 2 ** i, 4, 2, 1, dtype=dt, small_map_conv=sm,
-                              name=f"img_code_s16_{i}")(x, update_stats=update_stats))
-    ch = 8 * self.ndf
+      x = _lrelu(_sn_conv(cfg, cfg.ndf * 2 ** i, 4, 2, f"img_code_s16_{i}")(
+          x, update_stats=update_stats))
+    ch = 8 * cfg.ndf
     for j in range(self.stage):
       ch *= 2
-      x = _lrelu(SpectralConv(ch, 4, 2, 1, dtype=dt, small_map_conv=sm,
-                              name=f"img_code_s{32 * 2 ** j}")(
+      x = _lrelu(_sn_conv(cfg, ch, 4, 2, f"img_code_s{32 * 2 ** j}")(
           x, update_stats=update_stats))
     last = 16 * 2 ** self.stage
     for i in range(self.stage):
       ch //= 2
-      x = _lrelu(SpectralConv(ch, 3, 1, 1, dtype=dt, small_map_conv=sm,
-                              name=f"img_code_s{last}_{i + 1}")(
+      x = _lrelu(_sn_conv(cfg, ch, 3, 1, f"img_code_s{last}_{i + 1}")(
           x, update_stats=update_stats))
     return x
 
 
 class UncondHead(nn.Module):
   """UNCOND_DNET: ``code [B,s,s,8ndf] -> logits [B]`` (conv s×s/s, bias, no SN)."""
-  dtype: Any = jnp.float32
+  config: ModelConfig = ModelConfig()
 
   @nn.compact
   def __call__(self, code):
-    return _logits_conv(code, "outlogits", self.dtype)
+    return _logits_conv(code, "outlogits", self.config.dtype)
 
 
 class CondHead(nn.Module):
@@ -119,24 +122,27 @@ class CondHead(nn.Module):
 
       x = LReLU_0.2(SN-conv3×3_{8ndf+E -> 8ndf}([code, tile(sent)]) + b);  logits = conv_{s×s/s}(x)
   """
-  ndf: int = 32
-  dtype: Any = jnp.float32
-  small_map_conv: str = "xla"
+  config: ModelConfig = ModelConfig()
 
   @nn.compact
   def __call__(self, code, sent, *, update_stats: Optional[bool] = None):
+    cfg = self.config
     b, h, w, _ = code.shape
-    code = code.astype(self.dtype)
+    code = code.astype(cfg.dtype)
     s = jnp.broadcast_to(sent[:, None, None, :], (b, h, w, sent.shape[-1]))
-    x = jnp.concatenate([code, s.astype(self.dtype)], axis=-1)
-    x = _lrelu(SpectralConv(8 * self.ndf, 3, 1, 1, dtype=self.dtype,
-                            small_map_conv=self.small_map_conv,
-                            name="joint_conv")(x, update_stats=update_stats))
-    return _logits_conv(x, "outlogits", self.dtype)
+    x = jnp.concatenate([code, s.astype(cfg.dtype)], axis=-1)
+    x = _lrelu(_sn_conv(cfg, 8 * cfg.ndf, 3, 1, "joint_conv")(
+        x, update_stats=update_stats))
+    return _logits_conv(x, "outlogits", cfg.dtype)
 
 
+@keyword_fields(positional=("stage", "ndf"))
 class Discriminator(nn.Module):
   """D_NET{64,128,256} for ``stage`` 0/1/2 with both heads.
+
+  ``config``: the frozen ``ModelConfig`` (``ndf``, ``dtype``,
+  ``small_map_conv``); its fields are also accepted as keywords and read as
+  attributes (``Discriminator(stage=0, ndf=8)``; positionally ``(stage, ndf)``).
 
   Methods (use with ``apply(..., method=...)``):
     encode(x [B,S,S,3], *, update_stats=None) -> code [B,s,s,8ndf]
@@ -145,16 +151,12 @@ class Discriminator(nn.Module):
     __call__(x, sent, *, update_stats=None) -> (code, uncond [B], cond [B])  (init)
   """
   stage: int = 0
-  ndf: int = 32
-  dtype: Any = jnp.float32
-  small_map_conv: str = "xla"   # config model.small_map_conv (same sums)
+  config: ModelConfig = ModelConfig()
 
   def setup(self):
-    self.encoder = ImageEncoder(self.stage, self.ndf, dtype=self.dtype,
-                                small_map_conv=self.small_map_conv)
-    self.uncond_dnet = UncondHead(dtype=self.dtype)
-    self.cond_dnet = CondHead(self.ndf, dtype=self.dtype,
-                              small_map_conv=self.small_map_conv)
+    self.encoder = ImageEncoder(self.stage, self.config)
+    self.uncond_dnet = UncondHead(self.config)
+    self.cond_dnet = CondHead(self.config)
 
   def encode(self, x, *, update_stats: Optional[bool] = None):
     return self.encoder(x, update_stats=update_stats)
@@ -172,15 +174,15 @@ class Discriminator(nn.Module):
 
 
 def discriminators_from_config(config) -> list:
-  """``[Discriminator(stage=k, ndf=config.model.ndf) for k < config.data.branch_num]``.
+  """``[Discriminator(stage=k, config=ModelConfig.from_config(config)) for k <
+  config.data.branch_num]``.
 
-  The text width of the conditional head is taken from the sentence at init
-  (``config.text_encoder.embedding_dim``); the computation dtype from
-  ``config.dtype`` (``precision.compute_dtype``); how small-map convs run from
-  ``config.model.small_map_conv`` (resolved here: 'auto' -> by backend).
+  The width is ``config.model.ndf``; the text width of the conditional head is
+  taken from the sentence at init (``config.text_encoder.embedding_dim``); the
+  computation dtype from ``config.dtype`` (``precision.compute_dtype``); how
+  small-map convs run from ``config.model.small_map_conv`` (resolved: 'auto' ->
+  by backend).
   """
-  dtype = precision.compute_dtype(config)
-  impl = small_map_conv.resolve(config.model.small_map_conv)
-  return [Discriminator(stage=k, ndf=config.model.ndf, dtype=dtype,
-                        small_map_conv=impl)
+  model_config = ModelConfig.from_config(config)
+  return [Discriminator(stage=k, config=model_config)
           for k in range(config.data.branch_num)]

@@ -35,12 +35,13 @@ Parameters per block at ngf=64, text_dim=256: 16,384 + 3·73,728 = 237,568.
 """
 
 import functools
-from typing import Any, Optional
+from typing import Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from t2igan_jax.models.layers import conv3x3
+from t2igan_jax.models.model_config import ModelConfig
 from t2igan_jax.models.word_attention import WordContextAttention
 
 ACM_DIM = 128   # hard-coded hidden width of ManiGAN's / FF-GAN's ACM
@@ -52,21 +53,20 @@ class AffineCombination(nn.Module):
       u = conv3x3_{C->acm_dim}(ctx);  γ = conv3x3_{acm_dim->C}(u);  β = conv3x3_{acm_dim->C}(u)
 
   Params: ``conv`` [3,3,C,acm_dim], ``conv_weight`` [3,3,acm_dim,C],
-  ``conv_bias`` [3,3,acm_dim,C] (kernels only). ``conv_weight_grad``: 'xla' |
-  'per_tap' (``layers.conv3x3``).
+  ``conv_bias`` [3,3,acm_dim,C] (kernels only). ``config``: ``dtype`` and
+  ``conv_weight_grad`` ('xla' | 'per_tap', ``layers.conv3x3``).
   """
   acm_dim: int = ACM_DIM
-  dtype: Any = jnp.float32
-  conv_weight_grad: str = "xla"
+  config: ModelConfig = ModelConfig()
 
   @nn.compact
   def __call__(self, h, ctx):
-    c = h.shape[-1]
-    conv = functools.partial(conv3x3, dtype=self.dtype, weight_grad=self.conv_weight_grad)
+    c, dt = h.shape[-1], self.config.dtype
+    conv = functools.partial(conv3x3, dtype=dt, weight_grad=self.config.conv_weight_grad)
     u = conv(self.acm_dim, name="conv")(ctx)
     gamma = conv(c, name="conv_weight")(u)
     beta = conv(c, name="conv_bias")(u)
-    return h.astype(self.dtype) * gamma + beta
+    return h.astype(dt) * gamma + beta
 
 
 class FFBlock(nn.Module):
@@ -77,12 +77,10 @@ class FFBlock(nn.Module):
   Submodules: ``w_att`` (WordContextAttention), ``affine`` (AffineCombination).
   """
   acm_dim: int = ACM_DIM
-  dtype: Any = jnp.float32
-  conv_weight_grad: str = "xla"
+  config: ModelConfig = ModelConfig()
 
   @nn.compact
   def __call__(self, h, words, mask: Optional[jnp.ndarray] = None):
-    ctx, alpha = WordContextAttention(dtype=self.dtype, name="w_att")(h, words, mask)
-    return AffineCombination(self.acm_dim, dtype=self.dtype,
-                             conv_weight_grad=self.conv_weight_grad,
-                             name="affine")(h, ctx), alpha
+    ctx, alpha = WordContextAttention(dtype=self.config.dtype, name="w_att")(
+        h, words, mask)
+    return AffineCombination(self.acm_dim, self.config, name="affine")(h, ctx), alpha

@@ -1,6 +1,6 @@
 """Generator G_NET of DM-GAN (SPEC-dmgan §3), FF-GAN (SPEC-ffgan §4) and
 AttnGAN (SPEC-dmgan §3.5), NHWC: the three differ only in the refinement stage
-(``refiner``: 'memory' | 'ffblock' | 'attention'; ``refiners.REFINERS``).
+(``refiner``: 'memory' | 'ffblock' | 'attention'; ``families.REFINER_FAMILIES``).
 
     c, mu, logvar = CA(sent)                                   [B, ncf] each
     h_1           = InitialStage(c, z)                         [B, s, s, ngf]   s = base_size
@@ -22,7 +22,8 @@ for the leaves; FF-GAN's dead memory keys are listed in
     img_net{k}/conv                GET_IMAGE_G
 
 Collections: 'params'; 'batch_stats' (BatchNorm running mean/var, mutable when
-``train=True``). RNG streams: 'noise' (CA epsilon) whenever CA samples.
+``train=True``). RNG streams: 'noise' (CA epsilon) whenever CA samples and no
+``eps`` is given (``__call__(..., eps=[B, ncf])`` replays a given epsilon).
 
 Word axis: ``words`` [B, T, text_dim] with T the static WORDS_NUM and exact zeros
 past each caption's length; ``mask`` [B, T] True at padding. With
@@ -46,65 +47,38 @@ maps in float32. ``remat_stages`` lists the refinement stages k wrapped in
 computes its kernel gradient: 'xla' (default: XLA's own, = plain ``nn.Conv``) |
 'per_tap' (one GEMM per kernel tap, ``conv_grad``; several times faster on
 XLA:CPU, same values up to float summation order).
+
+All of these are fields of the one frozen ``ModelConfig`` (``model_config``)
+that G hands to its submodules; the refinement stage is looked up by name in
+``families.REFINER_FAMILIES``.
 """
 
-from typing import Any, Optional
+from typing import Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from t2igan_jax.models.conditioning import ConditioningAugmentation
-from t2igan_jax.models import conv_grad
-from t2igan_jax.models import precision
 from t2igan_jax.models.initial_stage import InitialStage
 from t2igan_jax.models.layers import ImageHead
+from t2igan_jax.models.model_config import ModelConfig, keyword_fields
 from t2igan_jax.models.refiners import make_refiner
 
 
+@keyword_fields()
 class Generator(nn.Module):
-  """G_NET: ``(z, sent, words, mask) -> dict(images, attention, mu, logvar)``."""
-  ngf: int = 64
-  z_dim: int = 100
-  condition_dim: int = 100
-  text_dim: int = 256
-  r_num: int = 2
-  memory_dim: int = 128
-  num_stages: int = 3
-  base_size: int = 64
-  refiner: str = "memory"
-  attn_mask_mode: str = "rolled"
-  word_axis_length: str = "batch_max"
-  ca_sample_at_eval: bool = True
-  memory_gate_stop_grad: bool = True
-  memory_self_concat: bool = True
-  ffgan_word_mask: str = "none"
-  bn_running_var: str = "unbiased"
-  dtype: Any = jnp.float32
-  remat_stages: tuple[int, ...] = ()
-  conv_weight_grad: str = "xla"
+  """G_NET: ``(z, sent, words, mask) -> dict(images, attention, mu, logvar)``.
 
-  def _refiner_kwargs(self) -> dict:
-    if self.refiner == "memory":
-      return dict(ngf=self.ngf, memory_dim=self.memory_dim, r_num=self.r_num,
-                  attn_mask_mode=self.attn_mask_mode,
-                  word_axis_length=self.word_axis_length,
-                  memory_gate_stop_grad=self.memory_gate_stop_grad,
-                  memory_self_concat=self.memory_self_concat,
-                  bn_running_var=self.bn_running_var)
-    if self.refiner == "ffblock":
-      return dict(ngf=self.ngf, r_num=self.r_num, word_mask=self.ffgan_word_mask,
-                  word_axis_length=self.word_axis_length,
-                  bn_running_var=self.bn_running_var)
-    if self.refiner == "attention":
-      return dict(ngf=self.ngf, r_num=self.r_num,
-                  attn_mask_mode=self.attn_mask_mode,
-                  word_axis_length=self.word_axis_length,
-                  bn_running_var=self.bn_running_var)
-    raise NotImplementedError(f"refiner {self.refiner!r} is not implemented")
+  ``config``: the frozen ``ModelConfig`` (sizes, ``refiner`` family and its
+  flags, execution choices). Its fields are also accepted as keywords and read
+  as attributes (``Generator(ngf=4, r_num=1)``, ``g.conv_weight_grad``).
+  """
+  config: ModelConfig = ModelConfig()
 
   @nn.compact
   def __call__(self, z, sent, words, mask, *, train: bool,
-               sample_ca: Optional[bool] = None):
+               sample_ca: Optional[bool] = None,
+               eps: Optional[jnp.ndarray] = None):
     """Runs G.
 
     Args:
@@ -114,56 +88,48 @@ class Generator(nn.Module):
       mask: bool [B, T], True at padding.
       train: BatchNorm with batch statistics (apply with mutable=['batch_stats'])
         vs running statistics.
-      sample_ca: sample the CA epsilon (rng 'noise') or use c = mu. None (default)
-        = True in training and ``ca_sample_at_eval`` (reference True) otherwise.
+      sample_ca: sample the CA epsilon or use c = mu. None (default) = True in
+        training and ``ca_sample_at_eval`` (reference True) otherwise.
+      eps: [B, condition_dim] the CA epsilon to use when sampling; None
+        (default) = drawn from the rng stream 'noise'.
 
     Returns:
       dict(images=[B, s_k, s_k, 3] per stage (tanh range),
            attention=[B, T, s_k, s_k] for each refiner input size s_k (k >= 1),
            mu=[B, ncf], logvar=[B, ncf]).
     """
-    if z.shape[-1] != self.z_dim or sent.shape[-1] != self.text_dim:
-      raise ValueError(f"z/sent widths {z.shape[-1]}/{sent.shape[-1]} != "
-                       f"z_dim/text_dim {self.z_dim}/{self.text_dim}")
-    if words.shape[:2] != mask.shape or words.shape[-1] != self.text_dim:
-      raise ValueError(f"words {words.shape} and mask {mask.shape} do not match")
+    cfg = self.config
+    _check_inputs(cfg, z, sent, words, mask, eps)
     if sample_ca is None:
-      sample_ca = True if train else self.ca_sample_at_eval
+      sample_ca = True if train else cfg.ca_sample_at_eval
     mask = mask.astype(jnp.bool_)
-    c, mu, logvar = ConditioningAugmentation(self.condition_dim, name="ca_net")(
-        sent, sample=sample_ca)
-    wg = self.conv_weight_grad
-    h = InitialStage(self.ngf, self.base_size, self.bn_running_var,
-                     dtype=self.dtype, conv_weight_grad=wg, name="h_net1")(
-                         c, z, train=train)
-    images = [ImageHead(dtype=self.dtype, conv_weight_grad=wg, name="img_net1")(h)]
+    c, mu, logvar = ConditioningAugmentation(cfg.condition_dim, name="ca_net")(
+        sent, sample=sample_ca, eps=eps)
+    h = InitialStage(cfg.ngf, cfg.base_size, cfg, name="h_net1")(c, z, train=train)
+    images = [ImageHead(cfg, name="img_net1")(h)]
     attention = []
-    for k in range(2, self.num_stages + 1):
-      h, att = make_refiner(self.refiner, remat=k in self.remat_stages,
-                            **self._refiner_kwargs(), dtype=self.dtype,
-                            conv_weight_grad=wg, name=f"h_net{k}")(h, words, mask, sent, train)
-      images.append(ImageHead(dtype=self.dtype, conv_weight_grad=wg,
-                              name=f"img_net{k}")(h))
+    for k in range(2, cfg.num_stages + 1):
+      stage = make_refiner(cfg, remat=k in cfg.remat_stages, name=f"h_net{k}")
+      h, att = stage(h, words, mask, sent, train)
+      images.append(ImageHead(cfg, name=f"img_net{k}")(h))
       attention.append(att)
     return dict(images=images, attention=attention, mu=mu, logvar=logvar)
 
 
+def _check_inputs(cfg: ModelConfig, z, sent, words, mask, eps) -> None:
+  """Shape checks of G's inputs against ``cfg`` (one line naming the mismatch)."""
+  if z.shape[-1] != cfg.z_dim or sent.shape[-1] != cfg.text_dim:
+    raise ValueError(f"z/sent widths {z.shape[-1]}/{sent.shape[-1]} != "
+                     f"z_dim/text_dim {cfg.z_dim}/{cfg.text_dim}")
+  if words.shape[:2] != mask.shape or words.shape[-1] != cfg.text_dim:
+    raise ValueError(f"words {words.shape} and mask {mask.shape} do not match")
+  if eps is not None and eps.shape != (sent.shape[0], cfg.condition_dim):
+    raise ValueError(f"eps shape {eps.shape} != (batch, condition_dim) "
+                     f"{(sent.shape[0], cfg.condition_dim)}")
+
+
 def generator_from_config(config) -> Generator:
-  """Generator from ``config.model`` + ``config.text_encoder.embedding_dim`` +
-  ``config.data.{branch_num, base_size}`` + ``config.{dtype, remat}``."""
-  m = config.model
-  return Generator(
-      ngf=m.ngf, z_dim=m.z_dim, condition_dim=m.condition_dim,
-      text_dim=config.text_encoder.embedding_dim, r_num=m.r_num,
-      memory_dim=m.memory_dim, num_stages=config.data.branch_num,
-      base_size=config.data.base_size, refiner=m.refiner,
-      attn_mask_mode=m.attn_mask_mode, word_axis_length=m.word_axis_length,
-      ca_sample_at_eval=m.ca_sample_at_eval,
-      memory_gate_stop_grad=m.memory_gate_stop_grad,
-      memory_self_concat=m.memory_self_concat,
-      ffgan_word_mask=m.ffgan_word_mask,
-      bn_running_var=m.bn_running_var,
-      dtype=precision.compute_dtype(config),
-      remat_stages=precision.remat_stages(config.get("remat", "none"),
-                                          config.data.branch_num),
-      conv_weight_grad=conv_grad.resolve(m.get("conv_weight_grad", "xla")))
+  """Generator from the run's config (``ModelConfig.from_config``: ``config.model``
+  + ``config.text_encoder.embedding_dim`` + ``config.data.{branch_num,
+  base_size}`` + ``config.{dtype, remat}``)."""
+  return Generator(ModelConfig.from_config(config))

@@ -19,22 +19,20 @@ Converter: ``h_net1.fc.0.weight`` (32768, 200) -> ``h_net1/fc/kernel`` (200, 327
 """
 
 import math
-from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from t2igan_jax.models.init_utils import torch_orthogonal
 from t2igan_jax.models.layers import UpBlock, batch_norm, glu
+from t2igan_jax.models.model_config import ModelConfig
 
 
 class InitialStage(nn.Module):
   """INIT_STAGE_G: ``(c [B, ncf], z [B, nz]) -> h [B, out_size, out_size, ngf]``."""
   ngf: int = 64
   out_size: int = 64
-  bn_running_var: str = "unbiased"
-  dtype: Any = jnp.float32   # computation dtype (params float32)
-  conv_weight_grad: str = "xla"   # 'xla' | 'per_tap' (layers.conv3x3)
+  config: ModelConfig = ModelConfig()   # dtype, bn_running_var, conv_weight_grad
 
   @property
   def num_upsamples(self) -> int:
@@ -47,14 +45,13 @@ class InitialStage(nn.Module):
   def __call__(self, c, z, *, train: bool):
     n = self.num_upsamples
     c0 = self.ngf * 2 ** n
-    x = jnp.concatenate([c, z], axis=-1).astype(self.dtype)
+    cfg = self.config
+    x = jnp.concatenate([c, z], axis=-1).astype(cfg.dtype)
     x = nn.Dense(c0 * 4 * 4 * 2, use_bias=False, kernel_init=torch_orthogonal(),
-                 name="fc", dtype=self.dtype, param_dtype=jnp.float32)(x)
-    x = batch_norm(self.bn_running_var, name="fc_bn")(x, use_running_average=not train)
+                 name="fc", dtype=cfg.dtype, param_dtype=jnp.float32)(x)
+    x = batch_norm(cfg.bn_running_var, name="fc_bn")(x, use_running_average=not train)
     x = glu(x)                                        # [B, c0·16]
     h = x.reshape(x.shape[0], c0, 4, 4).transpose(0, 2, 3, 1)   # channel-major -> NHWC
     for i in range(n):
-      h = UpBlock(c0 // 2 ** (i + 1), self.bn_running_var, dtype=self.dtype,
-                  conv_weight_grad=self.conv_weight_grad,
-                  name=f"upsample{i + 1}")(h, train=train)
+      h = UpBlock(c0 // 2 ** (i + 1), cfg, name=f"upsample{i + 1}")(h, train=train)
     return h

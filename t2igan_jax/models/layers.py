@@ -19,27 +19,32 @@ All convs here are bias-free with explicit padding; kernels are orthogonal
 semantics (eps 1e-5, Flax momentum 0.9 = torch 0.1, unbiased running variance by
 default, scale ``~ N(1, 0.02)``, bias 0).
 
-Mixed precision: every module takes ``dtype`` (the computation dtype, default
-float32 = the reference); convs run in it with float32 parameters
-(``param_dtype``), BatchNorm reduces its statistics in float32 and returns
-``dtype`` (``batch_norm.BatchNorm``).
+The modules take the frozen ``ModelConfig`` (``model_config``; default
+``ModelConfig()``) for three flags:
 
-Conv kernel gradient: every module takes ``conv_weight_grad`` (config
-``model.conv_weight_grad``): 'xla' (default: plain ``nn.Conv``, XLA's own
-gradient) | 'per_tap' (``conv_grad.conv_general_dilated``: the same forward, the
-kernel gradient as one GEMM per kernel tap, faster on XLA:CPU; same values up to
-float summation order).
+* ``config.dtype``: the computation dtype (float32 = the reference); convs run
+  in it with float32 parameters (``param_dtype``), BatchNorm reduces its
+  statistics in float32 and returns ``dtype`` (``batch_norm.BatchNorm``).
+* ``config.conv_weight_grad`` (config ``model.conv_weight_grad``): 'xla' (plain
+  ``nn.Conv``, XLA's own gradient) | 'per_tap' (``conv_grad.conv_general_dilated``:
+  the same forward, the kernel gradient as one GEMM per kernel tap, faster on
+  XLA:CPU; same values up to float summation order).
+* ``config.bn_running_var``: 'unbiased' (reference) | 'biased'.
+
+The functions ``conv3x3`` / ``conv1x1`` / ``batch_norm`` keep explicit arguments.
 """
+
+import functools
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from typing import Any
-
 from t2igan_jax.models import conv_grad
 from t2igan_jax.models.batch_norm import BatchNorm
 from t2igan_jax.models.init_utils import bn_scale_init, torch_orthogonal
+from t2igan_jax.models.model_config import ModelConfig
 
 BN_MOMENTUM = 0.9   # Flax convention = PyTorch momentum 0.1
 BN_EPSILON = 1e-5
@@ -98,16 +103,15 @@ class UpBlock(nn.Module):
   ``bn/{scale,bias}`` [2out]; batch_stats ``bn/{mean,var}``.
   """
   features: int
-  bn_running_var: str = "unbiased"
-  dtype: Any = jnp.float32
-  conv_weight_grad: str = "xla"
+  config: ModelConfig = ModelConfig()
 
   @nn.compact
   def __call__(self, x, *, train: bool):
-    x = upsample_nearest2x(x.astype(self.dtype))
-    x = conv3x3(2 * self.features, name="conv", dtype=self.dtype,
-                weight_grad=self.conv_weight_grad)(x)
-    x = batch_norm(self.bn_running_var, name="bn")(x, use_running_average=not train)
+    cfg = self.config
+    x = upsample_nearest2x(x.astype(cfg.dtype))
+    x = conv3x3(2 * self.features, name="conv", dtype=cfg.dtype,
+                weight_grad=cfg.conv_weight_grad)(x)
+    x = batch_norm(cfg.bn_running_var, name="bn")(x, use_running_average=not train)
     return glu(x)
 
 
@@ -117,20 +121,19 @@ class ResBlock(nn.Module):
   No activation after the addition. [B, H, W, C] -> [B, H, W, C].
   Params: ``conv1`` [3,3,C,2C], ``bn1`` [2C], ``conv2`` [3,3,C,C], ``bn2`` [C].
   """
-  bn_running_var: str = "unbiased"
-  dtype: Any = jnp.float32
-  conv_weight_grad: str = "xla"
+  config: ModelConfig = ModelConfig()
 
   @nn.compact
   def __call__(self, x, *, train: bool):
+    cfg = self.config
     c = x.shape[-1]
-    x = x.astype(self.dtype)
-    wg = self.conv_weight_grad
-    y = conv3x3(2 * c, name="conv1", dtype=self.dtype, weight_grad=wg)(x)
-    y = batch_norm(self.bn_running_var, name="bn1")(y, use_running_average=not train)
+    x = x.astype(cfg.dtype)
+    conv = functools.partial(conv3x3, dtype=cfg.dtype, weight_grad=cfg.conv_weight_grad)
+    y = conv(2 * c, name="conv1")(x)
+    y = batch_norm(cfg.bn_running_var, name="bn1")(y, use_running_average=not train)
     y = glu(y)
-    y = conv3x3(c, name="conv2", dtype=self.dtype, weight_grad=wg)(y)
-    y = batch_norm(self.bn_running_var, name="bn2")(y, use_running_average=not train)
+    y = conv(c, name="conv2")(y)
+    y = batch_norm(cfg.bn_running_var, name="bn2")(y, use_running_average=not train)
     return y + x
 
 
@@ -140,11 +143,11 @@ class ImageHead(nn.Module):
   Computes in ``dtype``; the image is returned in float32 (what D and the
   DAMSM image encoder consume).
   """
-  dtype: Any = jnp.float32
-  conv_weight_grad: str = "xla"
+  config: ModelConfig = ModelConfig()
 
   @nn.compact
   def __call__(self, h):
-    y = conv3x3(3, name="conv", dtype=self.dtype,
-                weight_grad=self.conv_weight_grad)(h.astype(self.dtype))
+    dt = self.config.dtype
+    y = conv3x3(3, name="conv", dtype=dt,
+                weight_grad=self.config.conv_weight_grad)(h.astype(dt))
     return jnp.tanh(y.astype(jnp.float32))

@@ -45,6 +45,7 @@ import jax.numpy as jnp
 
 from t2igan_jax.models import conv_grad
 from t2igan_jax.models.init_utils import torch_default_bias, torch_orthogonal
+from t2igan_jax.models.model_config import ModelConfig
 
 ATTN_MASK_MODES = ("rolled", "per_caption")
 
@@ -164,19 +165,20 @@ class ResponseGate(nn.Module):
       g_r = σ(conv1x1_{2C->1}([h, o]) + b)   (concat order [h, o])
       h'  = h·(1 - g_r) + o·g_r
 
-  ``conv_weight_grad``: 'xla' | 'per_tap' (``conv_grad.conv_fn``).
+  ``config``: ``dtype`` and ``conv_weight_grad`` ('xla' | 'per_tap',
+  ``conv_grad.conv_fn``) of the ``ModelConfig``.
   """
-  dtype: Any = jnp.float32
-  conv_weight_grad: str = "xla"
+  config: ModelConfig = ModelConfig()
 
   @nn.compact
   def __call__(self, h, o):
-    h, o = h.astype(self.dtype), o.astype(self.dtype)
+    dt = self.config.dtype
+    h, o = h.astype(dt), o.astype(dt)
     x = jnp.concatenate([h, o], axis=-1)
     gate = nn.Conv(1, (1, 1), padding=((0, 0), (0, 0)), use_bias=True,
                    kernel_init=torch_orthogonal(),
                    bias_init=torch_default_bias(x.shape[-1]), name="conv",
-                   dtype=self.dtype, param_dtype=jnp.float32,
-                   conv_general_dilated=conv_grad.conv_fn(self.conv_weight_grad))(x)
+                   dtype=dt, param_dtype=jnp.float32,
+                   conv_general_dilated=conv_grad.conv_fn(self.config.conv_weight_grad))(x)
     gate = jax.nn.sigmoid(gate)
     return h * (1.0 - gate) + o * gate

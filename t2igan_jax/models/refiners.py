@@ -1,17 +1,23 @@
 """Refinement stages (NEXT_STAGE_G) of the generator, NHWC.
 
-Every refiner family shares one signature so the generator can swap them
-(``config.model.refiner``: 'memory' = DM-GAN, 'ffblock' = FF-GAN, 'attention' =
-AttnGAN)::
+Every refiner family shares one constructor and one signature so the
+generator can swap them (``config.model.refiner``: 'memory' = DM-GAN, 'ffblock'
+= FF-GAN, 'attention' = AttnGAN; registered by name in ``families``)::
 
+    stage = Stage(config: ModelConfig, name='h_netK')
     stage(h [B,H,W,ngf], words [B,T,text_dim], mask bool[B,T] (True = padding),
           sent [B,text_dim], train: bool)
       -> (h_out [B,2H,2W,ngf], attention [B,T,H,W])
 
+A new family is a module with this interface plus one line in
+``families.REFINER_FAMILIES``. The stages also accept their ``ModelConfig``
+fields as keywords (``MemoryRefinementStage(ngf=8, r_num=1)``,
+``model_config.keyword_fields``).
+
 ``train`` may be passed positionally (argument 5, counting ``self`` as 0) so
 ``nn.remat(stage, static_argnums=(5,))`` can keep it static (``make_refiner``
-with ``remat=True``). ``dtype`` is the computation dtype (float32 default =
-reference); parameters stay float32, softmaxes and BatchNorm statistics are
+with ``remat=True``). ``config.dtype`` is the computation dtype (float32 default
+= reference); parameters stay float32, softmaxes and BatchNorm statistics are
 float32, ``h_out`` is in ``dtype`` and ``attention`` in float32.
 
 ``attention`` is the word-attention map in the reference's own layout
@@ -32,16 +38,18 @@ Parameter paths keep the reference module names (``h_netK.<name>`` ->
 of ``layers``, ``memory``, ``word_attention``, ``ffblock`` and ``gsr``).
 """
 
-from typing import Any, Optional
+from typing import Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
 
+from t2igan_jax.models import families
 from t2igan_jax.models.ffblock import FFBlock
 from t2igan_jax.models.gsr import GSR
 from t2igan_jax.models.layers import ResBlock, UpBlock
 from t2igan_jax.models.memory import (KeyAddressing, MemoryWriter, ResponseGate,
                                       ValueReading, expand_word_mask)
+from t2igan_jax.models.model_config import ModelConfig, keyword_fields
 from t2igan_jax.models.word_attention import WordContextAttention
 
 WORD_AXIS_LENGTHS = ("batch_max", "words_num")
@@ -100,8 +108,7 @@ def _check_inputs(h, ngf, train):
     raise ValueError(f"refiner expects {ngf} input channels, got {h.shape[-1]}")
 
 
-def stage_tail(parts, *, ngf: int, r_num: int, bn_running_var: str, dtype: Any,
-               train: bool, conv_weight_grad: str = "xla") -> jnp.ndarray:
+def stage_tail(parts, config: ModelConfig, *, train: bool) -> jnp.ndarray:
   """The tail every refinement stage shares (NEXT_STAGE_G after the text fusion).
 
       x   = concat(parts, axis=-1)                       [B, H, W, 2·ngf]
@@ -110,17 +117,16 @@ def stage_tail(parts, *, ngf: int, r_num: int, bn_running_var: str, dtype: Any,
   Call it inside the stage's ``nn.compact`` ``__call__``: the submodules are
   created in the calling stage's scope under the reference names
   ``residual_{r}`` (reference ``residual.{r}``) and ``upsample``, so parameter
-  paths are those of the stage itself. ``conv_weight_grad``: the convs'
-  kernel-gradient implementation ('xla' | 'per_tap', ``layers.conv3x3``).
+  paths are those of the stage itself. ``config`` gives ``ngf``, ``r_num`` and
+  the blocks' flags (``dtype``, ``bn_running_var``, ``conv_weight_grad``).
   """
   x = jnp.concatenate(parts, axis=-1)
-  for r in range(r_num):
-    x = ResBlock(bn_running_var, dtype=dtype, conv_weight_grad=conv_weight_grad,
-                 name=f"residual_{r}")(x, train=train)
-  return UpBlock(ngf, bn_running_var, dtype=dtype, conv_weight_grad=conv_weight_grad,
-                 name="upsample")(x, train=train)
+  for r in range(config.r_num):
+    x = ResBlock(config, name=f"residual_{r}")(x, train=train)
+  return UpBlock(config.ngf, config, name="upsample")(x, train=train)
 
 
+@keyword_fields()
 class MemoryRefinementStage(nn.Module):
   """DM-GAN NEXT_STAGE_G (SPEC-dmgan §3.4).
 
@@ -131,43 +137,36 @@ class MemoryRefinementStage(nn.Module):
       x   = [h', h'] (self_concat, reference) or [h', o]          [B, H, W, 2·ngf]
       out = UpBlock_{2ngf->ngf}(ResBlock^r_num(x))                [B, 2H, 2W, ngf]
 
-  ``sent`` is unused (kept for the shared refiner signature).
+  ``config`` fields used: ``ngf, memory_dim, r_num, attn_mask_mode,
+  word_axis_length, memory_gate_stop_grad, memory_self_concat`` and the
+  blocks' flags. ``sent`` is unused (kept for the shared refiner signature).
   Submodules: ``memory_writer, key_addressing, value_reading, response_gate,
   residual_{r}`` (reference ``residual.{r}``) and ``upsample``.
   """
-  ngf: int = 64
-  memory_dim: int = 128
-  r_num: int = 2
-  attn_mask_mode: str = "rolled"
-  word_axis_length: str = "batch_max"
-  memory_gate_stop_grad: bool = True
-  memory_self_concat: bool = True
-  bn_running_var: str = "unbiased"
-  dtype: Any = jnp.float32
-  conv_weight_grad: str = "xla"
+  config: ModelConfig = ModelConfig()
 
   @nn.compact
   def __call__(self, h, words, mask, sent=None, train: Optional[bool] = None):
     del sent
-    _check_inputs(h, self.ngf, train)
+    cfg = self.config
+    _check_inputs(h, cfg.ngf, train)
     b, hh, ww, c = h.shape
-    dt = self.dtype
+    dt = cfg.dtype
     h, words = h.astype(dt), words.astype(dt)
-    mask = apply_word_axis_length(mask, self.word_axis_length)
-    memory = MemoryWriter(self.memory_dim, self.memory_gate_stop_grad, dtype=dt,
+    mask = apply_word_axis_length(mask, cfg.word_axis_length)
+    memory = MemoryWriter(cfg.memory_dim, cfg.memory_gate_stop_grad, dtype=dt,
                           name="memory_writer")(h, words)
-    alpha = KeyAddressing(self.attn_mask_mode, dtype=dt,
+    alpha = KeyAddressing(cfg.attn_mask_mode, dtype=dt,
                           name="key_addressing")(h, memory, mask)
     o = ValueReading(c, dtype=dt, name="value_reading")(memory, alpha).reshape(
         b, hh, ww, c)
-    h_new = ResponseGate(dtype=dt, conv_weight_grad=self.conv_weight_grad,
-                         name="response_gate")(h, o)
-    out = stage_tail([h_new, h_new if self.memory_self_concat else o], ngf=self.ngf,
-                     r_num=self.r_num, bn_running_var=self.bn_running_var,
-                     dtype=dt, train=train, conv_weight_grad=self.conv_weight_grad)
+    h_new = ResponseGate(cfg, name="response_gate")(h, o)
+    out = stage_tail([h_new, h_new if cfg.memory_self_concat else o], cfg,
+                     train=train)
     return out, _attention_map(alpha, hh, ww)
 
 
+@keyword_fields(aliases={"word_mask": "ffgan_word_mask"})
 class FFRefinementStage(nn.Module):
   """FF-GAN NEXT_STAGE_G (SPEC-ffgan §2-§3, "How FF-Block and GSR combine").
 
@@ -176,13 +175,15 @@ class FFRefinementStage(nn.Module):
       x      = [h_w, g]                   FF output first                  [B,H,W,2ngf]
       out    = UpBlock_{2ngf->ngf}(ResBlock^r_num(x))                      [B,2H,2W,ngf]
 
-  ``word_mask`` (config ``model.ffgan_word_mask``): 'none' (reference: the
-  released code does not mask the word attention, so padded slots, exact zeros,
-  take softmax mass exp(0)/Z) | 'padding' (deviation: each caption's padding is
-  excluded). ``word_axis_length`` 'batch_max' (reference: T = the batch's longest
-  caption) | 'words_num' (all WORDS_NUM slots take part); see
-  ``ffgan_attention_mask``. The attention depends on the whole (global) batch
-  only through max(cap_lens).
+  ``config`` fields used: ``ngf, r_num, ffgan_word_mask, word_axis_length`` and
+  the blocks' flags. ``word_mask`` (``config.ffgan_word_mask``, config
+  ``model.ffgan_word_mask``; also accepted as keyword ``word_mask``): 'none'
+  (reference: the released code does not mask the word attention, so padded
+  slots, exact zeros, take softmax mass exp(0)/Z) | 'padding' (deviation: each
+  caption's padding is excluded). ``word_axis_length`` 'batch_max' (reference:
+  T = the batch's longest caption) | 'words_num' (all WORDS_NUM slots take
+  part); see ``ffgan_attention_mask``. The attention depends on the whole
+  (global) batch only through max(cap_lens).
 
   Converter (reference ``h_netK.*`` -> ``h_netK/...``):
 
@@ -203,32 +204,25 @@ class FFRefinementStage(nn.Module):
   ``response_gate.0.{weight,bias}`` — 58,177 parameters per stage, 116,354 per
   bird/COCO G. A converter drops them.
   """
-  ngf: int = 64
-  r_num: int = 2
-  word_mask: str = "none"
-  word_axis_length: str = "batch_max"
-  bn_running_var: str = "unbiased"
-  dtype: Any = jnp.float32
-  conv_weight_grad: str = "xla"
+  config: ModelConfig = ModelConfig()
 
   @nn.compact
   def __call__(self, h, words, mask, sent=None, train: Optional[bool] = None):
-    _check_inputs(h, self.ngf, train)
+    cfg = self.config
+    _check_inputs(h, cfg.ngf, train)
     if sent is None:
       raise TypeError("FFRefinementStage needs the sentence embedding (GSR)")
     _, hh, ww, _ = h.shape
-    dt = self.dtype
+    dt = cfg.dtype
     h, words, sent = h.astype(dt), words.astype(dt), sent.astype(dt)
-    att_mask = ffgan_attention_mask(mask, self.word_mask, self.word_axis_length)
-    h_w, alpha = FFBlock(dtype=dt, conv_weight_grad=self.conv_weight_grad,
-                         name="ff_block")(h, words, att_mask)
+    att_mask = ffgan_attention_mask(mask, cfg.ffgan_word_mask, cfg.word_axis_length)
+    h_w, alpha = FFBlock(config=cfg, name="ff_block")(h, words, att_mask)
     g = GSR(dtype=dt, name="s_att")(h, sent)
-    out = stage_tail([h_w, g], ngf=self.ngf, r_num=self.r_num,
-                     bn_running_var=self.bn_running_var, dtype=dt, train=train,
-                     conv_weight_grad=self.conv_weight_grad)
+    out = stage_tail([h_w, g], cfg, train=train)
     return out, _attention_map(alpha, hh, ww)
 
 
+@keyword_fields()
 class AttentionRefinementStage(nn.Module):
   """AttnGAN NEXT_STAGE_G (SPEC-dmgan §3.5).
 
@@ -236,10 +230,12 @@ class AttentionRefinementStage(nn.Module):
       x      = [h, ctx]                            h first       [B,H,W,2ngf]
       out    = UpBlock_{2ngf->ngf}(ResBlock^r_num(x))            [B,2H,2W,ngf]
 
-  The mask is the caption padding mask with the same row alignment as DM-GAN's
-  (``attn_mask_mode``: 'rolled' reference | 'per_caption'; pass the global,
-  length-sorted batch) and ``word_axis_length`` ('batch_max' = 'words_num' here,
-  the extra columns are padding in every row). ``sent`` is unused.
+  ``config`` fields used: ``ngf, r_num, attn_mask_mode, word_axis_length`` and
+  the blocks' flags. The mask is the caption padding mask with the same row
+  alignment as DM-GAN's (``attn_mask_mode``: 'rolled' reference |
+  'per_caption'; pass the global, length-sorted batch) and ``word_axis_length``
+  ('batch_max' = 'words_num' here, the extra columns are padding in every
+  row). ``sent`` is unused.
 
   Converter (reference ``h_netK.*`` -> ``h_netK/...``):
 
@@ -251,47 +247,34 @@ class AttentionRefinementStage(nn.Module):
   ``upsample.{1,2}.*``                       ``upsample/{conv,bn}``
   =========================================  ======================================
   """
-  ngf: int = 64
-  r_num: int = 2
-  attn_mask_mode: str = "rolled"
-  word_axis_length: str = "batch_max"
-  bn_running_var: str = "unbiased"
-  dtype: Any = jnp.float32
-  conv_weight_grad: str = "xla"
+  config: ModelConfig = ModelConfig()
 
   @nn.compact
   def __call__(self, h, words, mask, sent=None, train: Optional[bool] = None):
     del sent
-    _check_inputs(h, self.ngf, train)
+    cfg = self.config
+    _check_inputs(h, cfg.ngf, train)
     _, hh, ww, _ = h.shape
-    dt = self.dtype
+    dt = cfg.dtype
     h, words = h.astype(dt), words.astype(dt)
-    mask = apply_word_axis_length(mask, self.word_axis_length)
-    row_mask = expand_word_mask(mask, hh * ww, self.attn_mask_mode)
+    mask = apply_word_axis_length(mask, cfg.word_axis_length)
+    row_mask = expand_word_mask(mask, hh * ww, cfg.attn_mask_mode)
     ctx, alpha = WordContextAttention(dtype=dt, name="att")(h, words, row_mask)
-    out = stage_tail([h, ctx], ngf=self.ngf, r_num=self.r_num,
-                     bn_running_var=self.bn_running_var, dtype=dt, train=train,
-                     conv_weight_grad=self.conv_weight_grad)
+    out = stage_tail([h, ctx], cfg, train=train)
     return out, _attention_map(alpha, hh, ww)
 
 
-REFINERS = {"memory": MemoryRefinementStage,
-            "ffblock": FFRefinementStage,
-            "attention": AttentionRefinementStage}
-
-
-def make_refiner(kind: str, *, remat: bool = False, **kwargs) -> nn.Module:
-  """Builds a refinement stage of family ``kind`` ('memory' | 'ffblock' | 'attention').
+def make_refiner(config: ModelConfig, *, remat: bool = False,
+                 name: Optional[str] = None) -> nn.Module:
+  """The refinement stage of family ``config.refiner``
+  (``families.REFINER_FAMILIES``), built as ``Class(config, name=name)``.
 
   ``remat=True`` wraps the stage in ``nn.remat`` (activation rematerialisation:
   its activations are recomputed in the backward pass instead of stored; same
   parameter paths, same values). Call it with ``train`` positionally:
   ``stage(h, words, mask, sent, train)``.
   """
-  if kind not in REFINERS:
-    raise NotImplementedError(
-        f"refiner {kind!r} is not implemented (available: {sorted(REFINERS)})")
-  cls = REFINERS[kind]
+  cls = families.resolve_refiner(config.refiner)
   if remat:
     cls = nn.remat(cls, static_argnums=(5,))
-  return cls(**kwargs)
+  return cls(config, name=name)
