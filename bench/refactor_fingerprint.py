@@ -28,7 +28,7 @@ import tempfile
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GAN_CONFIGS = ("dmgan_shapes", "ffgan_shapes", "attngan_shapes")
+GAN_CONFIGS = ("dmgan_shapes", "ffgan_shapes", "attngan_shapes", "dfgan_shapes")
 STEPS = 6
 
 

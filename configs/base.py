@@ -305,6 +305,10 @@ def _add_damsm(c: ml_collections.ConfigDict) -> None:
 def _add_model(c: ml_collections.ConfigDict) -> None:
   """The GAN's generator and discriminators."""
   m = c.model = ml_collections.ConfigDict()
+  # The GAN (t2igan_jax/models/families.py:ARCHITECTURES): 'stacked' =
+  # AttnGAN-style multi-stage G with model.refiner | 'dfgan' = DF-GAN (one
+  # stage, data.branch_num=1; its nf is model.ngf, for G, D and C).
+  m.architecture = "stacked"
   m.refiner = "memory"         # 'memory' (DM-GAN) | 'ffblock' | 'attention'
   m.ngf = 64                   # GAN.GF_DIM
   m.ndf = 32                   # GAN.DF_DIM
@@ -415,6 +419,9 @@ def _add_sample(c: ml_collections.ConfigDict) -> None:
   # EMA also of a plain-EMA run: (ema - 0.999^t theta_0) / (1 - 0.999^t), with
   # theta_0 re-initialised from the run's seed).
   s.weights = "ema"
+  # > 0: z = truncation * N(0, 1) truncated to [-2, 2] when sampling and
+  # evaluating (DF-GAN's truncated_noise; its presets set 0.88) | 0 = N(0, I).
+  s.truncation = 0.0
 
 
 def _add_run(c: ml_collections.ConfigDict) -> None:

@@ -1,6 +1,6 @@
 """GAN presets: ``configs/gan.py:<family>,<dataset>[,<size>]``.
 
-A generator family (``dmgan``, ``ffgan``, ``attngan``), a dataset (``bird``,
+A generator family (``dmgan``, ``ffgan``, ``attngan``, ``dfgan``), a dataset (``bird``,
 ``coco``, ``shapes``) and optionally a size (``tiny``: shrunk models for tests
 and smoke runs; the data stays)::
 
@@ -12,8 +12,11 @@ The three families share DM-GAN's discriminators, losses, schedule and widths
 and differ in the refinement stage (``model.refiner``), so they compare on
 equal footing. ``attngan`` is AttnGAN's refinement stage, not AttnGAN's own
 recipe (its discriminators use BatchNorm instead of SN and its widths and
-batch sizes differ). The files ``configs/<family>_<dataset>.py`` are aliases
-of these presets.
+batch sizes differ). ``dfgan`` is another architecture
+(``model.architecture='dfgan'``, SPEC-dfgan) with its own official recipe
+(``FAMILIES['dfgan']``); it shares the data, the frozen DAMSM and the
+evaluation. The files ``configs/<family>_<dataset>.py`` are aliases of these
+presets.
 """
 
 import ml_collections
@@ -26,6 +29,34 @@ FAMILIES = {
     "dmgan": {"model.refiner": "memory"},       # DM-GAN dynamic memory
     "ffgan": {"model.refiner": "ffblock"},      # FF-GAN FF-Block + GSR
     "attngan": {"model.refiner": "attention"},  # AttnGAN word attention
+    # DF-GAN (tobran/DF-GAN at HEAD 78f14fd: code/cfg/bird.yml, coco.yml,
+    # code/src/train.py, code/lib/perpare.py): NetG(nf, z_dim, cond_dim,
+    # imsize), NetD(nf, imsize), NetC(nf, cond_dim) with nf = model.ngf (for
+    # all three; model.ndf is not read), cond_dim = the DAMSM sentence vector
+    # (text_encoder.embedding_dim, 256), imsize = data.base_size (one stage).
+    # The optimisers are hard-coded in train.py: G Adam(1e-4, (0, 0.9)),
+    # D+C Adam(4e-4, (0, 0.9)); batch 32 per GPU (scripts/train.sh). No EMA
+    # (samples the raw G). Sampling and evaluation draw z with
+    # truncated_noise(trunc_rate): 0.88 in bird.yml at HEAD (an older
+    # bird.yml had 0.86). Fields of the stacked architecture are ignored by
+    # it: model.refiner, r_num, condition_dim, memory_dim, ndf, the attention
+    # / SN / BN / CA quirk flags, gan.lambda_damsm, kl_reduction, bce,
+    # wrong_pair, ema_decay, ema_debias; dtype and remat (it runs in float32).
+    "dfgan": {
+        "model.architecture": "dfgan",
+        "model.ngf": 32,             # nf
+        "model.ndf": 32,             # (= nf; not read by DF-GAN)
+        "model.z_dim": 100,
+        "data.base_size": 256,       # imsize
+        "data.branch_num": 1,
+        "gan.batch_size": 32,
+        "gan.g_lr": 1e-4,
+        "gan.d_lr": 4e-4,
+        "gan.beta1": 0.0,
+        "gan.beta2": 0.9,
+        "sample.weights": "raw",
+        "sample.truncation": 0.88,
+    },
 }
 
 # Dataset presets: the DAMSM's data (configs/damsm.py:DATA) and the GAN
@@ -109,6 +140,21 @@ DATASETS = {
 # DM-GAN's only in the batch size (4, the author's local run; SPEC-ffgan §5).
 FAMILY_ON_DATASET = {
     ("ffgan", "bird"): {"gan.batch_size": 4},
+    # DF-GAN's YAMLs at HEAD: max_epoch 1301 (bird) / 301 (coco), i.e.
+    # epochs 1..1300 / 1..300 (range(1, max_epoch)); save_interval 10 epochs.
+    # NOT checked against the file: the only copy readable here is an older
+    # commit (3856ede: MAX_EPOCH 601 / 121, batch 24); check HEAD's YAMLs
+    # before comparing schedules.
+    ("dfgan", "bird"): {"gan.epochs": 1300, "gan.snapshot_interval": 10},
+    ("dfgan", "coco"): {"gan.epochs": 300, "gan.snapshot_interval": 10},
+    # Shapes: the bird recipe at the shapes data's 64 px (4 G blocks, 5 D
+    # blocks); the run length and budget of the shapes preset (as DM-GAN's).
+    ("dfgan", "shapes"): {"data.base_size": 64},
+}
+
+# A family's own value at a size preset (applied after it).
+FAMILY_ON_SIZE = {
+    ("dfgan", "tiny"): {"data.branch_num": 1},   # one 32 px stage
 }
 
 # The groups of a variant of this file, in the order they are applied.
@@ -125,5 +171,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   base.override(c, DATASETS[dataset])
   base.override(c, FAMILIES[family])
   base.override(c, FAMILY_ON_DATASET.get((family, dataset), {}))
-  return base.apply_variant(c, chosen["size"])
+  c = base.apply_variant(c, chosen["size"])
+  return base.override(c, FAMILY_ON_SIZE.get((family, chosen["size"]), {}))
 

@@ -26,8 +26,10 @@ _JOB_SECTION = {"pretrain_damsm": "damsm", "train_gan": "gan",
 def _presets() -> str:
   """The presets of configs/gan.py and configs/damsm.py, one group a line."""
   def group(presets, field):
-    return (f"{', '.join(presets)} ({field}: "
-            f"{', '.join(v[field] for v in presets.values())})")
+    # (a family of another architecture names that instead of a refiner)
+    return (f"{', '.join(presets)} ({field}: " + ", ".join(
+        v.get(field) or f"model.architecture={v['model.architecture']}"
+        for v in presets.values()) + ")")
   return (f"  family   {group(gan.FAMILIES, 'model.refiner')}\n"
           f"  dataset  {group(gan.DATASETS, 'data.name')}\n"
           f"  size     {', '.join(base.SIZES)} (small models and a short run "

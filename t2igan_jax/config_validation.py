@@ -35,6 +35,7 @@ CHOICES = {
     "data.shapes_scenes": ("full", "single"),
     "image_encoder.backbone": ("inception", "small"),
     "damsm.word_score": ("code", "paper"),
+    "model.architecture": tuple(families.ARCHITECTURES),
     "model.refiner": tuple(families.REFINER_FAMILIES),
     "model.attn_mask_mode": ("rolled", "per_caption"),
     "model.word_axis_length": ("batch_max", "words_num"),
@@ -148,6 +149,8 @@ RANGES = {
     "sample.num_per_caption": POSITIVE,
     "sample.checkpoint_step": STEP_OR_LATEST,
     "sample.seed": NON_NEGATIVE,
+    "sample.truncation": Rule(lambda v: _finite(v) and v >= 0,
+                              "0 (off) or the truncation rate > 0"),
     "sample.interpolate": Rule(lambda v: v == 0 or v >= 2,
                                "0 (off) or the images per row, >= 2"),
     "log_every_steps": POSITIVE,
@@ -330,10 +333,31 @@ def _check_source(data) -> None:
         f"dataset {data.name!r} reads {source.reads} there")
 
 
+def _check_dfgan(config) -> None:
+  """DF-GAN is one stage of 2^n >= 32 px, without an EMA or skipped steps."""
+  d = config.data
+  if d.branch_num != 1 or d.base_size < 32:
+    raise ConfigError(
+        f"config.data.branch_num={d.branch_num}, config.data.base_size="
+        f"{d.base_size}: model.architecture='dfgan' generates one stage, so "
+        "branch_num must be 1 and base_size (its image size) a power of two "
+        ">= 32")
+  if config.sample.weights != "raw":
+    raise ConfigError(
+        f"config.sample.weights={config.sample.weights!r}: "
+        "model.architecture='dfgan' keeps no EMA of G; use 'raw'")
+  if config.on_nonfinite != "stop":
+    raise ConfigError(
+        f"config.on_nonfinite={config.on_nonfinite!r}: "
+        "model.architecture='dfgan' supports only 'stop'")
+
+
 def _validate_reliability(config) -> None:
   """Stage sizes, workdir, multi-host and non-finite handling fields."""
   if config.job != "pretrain_damsm":
     _check_stage_sizes(config)
+    if config.model.architecture == "dfgan":
+      _check_dfgan(config)
   explicit = {"coordinator_address": config.coordinator_address != "",
               "num_processes": config.num_processes != 0,
               "process_id": config.process_id != -1}

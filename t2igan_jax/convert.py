@@ -24,6 +24,15 @@ writes
 Without ``--netG`` only ``<workdir>/damsm/`` is written: AttnGAN's released
 DAMSM encoders for training a GAN from scratch on that workdir.
 
+DF-GAN (``--config=configs/dfgan_bird.py``, ``model.architecture='dfgan'``):
+``--netG`` names the official ``state_epoch_*.pth`` (``netG``, ``netD``,
+``netC`` and both Adam states, read by ``dfgan_torch.load_checkpoint``; no
+``--netD``). Its G, D, C and optimiser states become checkpoint step 0 of a
+``dfgan_lib.DfganState`` (no EMA: the file's G is the one DF-GAN samples);
+tensors the file holds beyond them are listed as ``unconsumed`` in
+``converted.json`` and a warning. DF-GAN uses AttnGAN's DAMSM text encoder
+(``--text_encoder``, as above).
+
 AttnGAN's own generators are narrower than the configs (GF_DIM 32 for birds,
 48 for COCO; ``model.ngf`` 64): the width is read from ``h_net1.fc.0.weight``
 and a mismatch stops with the override to add (``--config.model.ngf=32``),
@@ -578,6 +587,44 @@ def gan_state(config, models, g_vars, d_vars):
   return state
 
 
+def read_dfgan(config, path: str) -> dict[str, Any]:
+  """An official DF-GAN ``state_epoch_*.pth`` for ``config``
+  (``dfgan_torch.load_checkpoint``); warns about unconsumed tensors."""
+  from t2igan_jax import dfgan_job  # pylint: disable=g-import-not-at-top
+  from t2igan_jax import dfgan_torch  # pylint: disable=g-import-not-at-top
+  loaded = dfgan_torch.load_checkpoint(path, dfgan_job.dfgan_config(config))
+  if loaded["unconsumed"]:
+    logging.warning("%s: %d entries not used (listed in converted.json): %s",
+                    path, len(loaded["unconsumed"]), loaded["unconsumed"][:8])
+  if loaded["epoch"] is None:
+    loaded["epoch"] = parse_epoch(path)
+  return loaded
+
+
+def dfgan_state(config, loaded):
+  """A ``DfganState`` as ``dfgan_job.create_state`` makes one (same RNG
+  split) holding the file's G, D + C and Adam states (fresh ones when the
+  file has none); step 0."""
+  from t2igan_jax import dfgan_job  # pylint: disable=g-import-not-at-top
+  from t2igan_jax import dfgan_lib  # pylint: disable=g-import-not-at-top
+  cfg = dfgan_job.dfgan_config(config)
+  key = jax.random.key(config.seed)
+  abstract = jax.eval_shape(functools.partial(dfgan_lib.create_state, cfg), key)
+  _check_same_tree(loaded["g_params"], abstract.g_params, "DF-GAN NetG")
+  _check_same_tree(loaded["d_params"], abstract.d_params, "DF-GAN NetD/NetC")
+  g_params = _as_device(loaded["g_params"], abstract.g_params)
+  d_params = _as_device(loaded["d_params"], abstract.d_params)
+  g_tx, d_tx = dfgan_lib.make_optimizers(cfg)
+  g_opt = loaded["g_opt"] if loaded["g_opt"] is not None else g_tx.init(g_params)
+  d_opt = loaded["d_opt"] if loaded["d_opt"] is not None else d_tx.init(d_params)
+  state = _fill_from_abstract(
+      abstract, g_params=g_params, d_params=d_params,
+      g_opt=_as_device(g_opt, abstract.g_opt),
+      d_opt=_as_device(d_opt, abstract.d_opt), rng=jax.random.split(key)[1])
+  _check_same_tree(state, abstract, "DF-GAN state")
+  return state
+
+
 def write_damsm_dir(config, damsm_dir: str, vocab, text_state, image_state, *,
                     sources: dict) -> None:
   """A DAMSM directory (as ``pretrain_damsm`` writes) from converted encoders."""
@@ -642,8 +689,11 @@ def convert(config, workdir: str, *, netG: str | None, text_encoder: str,  # pyl
       logging.info("using %s (beside the text encoder)", image_encoder)
 
   # Read and convert everything before writing anything.
-  g_vars = (convert_generator(_read(netG, "netG"), config, source=netG)
-            if netG else None)
+  g_vars = None
+  if netG and config.model.architecture == "dfgan":
+    g_vars = read_dfgan(config, netG)
+  elif netG:
+    g_vars = convert_generator(_read(netG, "netG"), config, source=netG)
   d_vars = [convert_discriminator(_read(p, f"netD{i}"), config, i, source=p)
             for i, p in enumerate(netD)]
   text_state = _read(text_encoder, "text_encoder")
@@ -683,6 +733,9 @@ def _check_arguments(config, workdir: str, netG, netD) -> None:  # pylint: disab
   """ConfigError / CheckpointError for file lists that cannot work."""
   from t2igan_jax import gan_lib  # pylint: disable=g-import-not-at-top
   n_stages = config.data.branch_num
+  if netD and config.model.architecture == "dfgan":
+    raise ConfigError("--netD: a DF-GAN state_epoch_*.pth holds netD and netC "
+                      "itself; give only that file, as --netG")
   if netD and not netG:
     raise ConfigError("--netD needs --netG (the discriminators join a "
                       "converted generator's checkpoint)")
@@ -704,10 +757,15 @@ def write_gan_checkpoint(config, workdir: str, g_vars, d_vars, *, vocab,
   from input_pipeline import pipeline as input_pipeline  # pylint: disable=g-import-not-at-top
   from t2igan_jax import checkpointing  # pylint: disable=g-import-not-at-top
   from t2igan_jax import gan_lib  # pylint: disable=g-import-not-at-top
-  models = gan_lib.GanModels(config, None, None)
-  state = gan_state(config, models, g_vars, d_vars)
+  dfgan = config.model.architecture == "dfgan"
+  if dfgan:
+    state = dfgan_state(config, g_vars)
+    epoch = g_vars["epoch"]
+  else:
+    state = gan_state(config, gan_lib.GanModels(config, None, None), g_vars,
+                      d_vars)
+    epoch = parse_epoch(sources["netG"])
   sizes = input_pipeline.stage_sizes(config)
-  epoch = parse_epoch(sources["netG"])
   meta = {"job": "train_gan", "vocab_fingerprint": vocab.fingerprint(),
           "model": gan_lib.model_meta(config.model.to_dict()),
           "damsm_dir": damsm_dir,
@@ -729,6 +787,12 @@ def write_gan_checkpoint(config, workdir: str, g_vars, d_vars, *, vocab,
             "discriminators": "converted" if d_vars else "initialised",
             "image_encoder": "converted" if image_converted else "initialised",
             "optimizers": "initialised"}
+  if dfgan:
+    del record["refiner"], record["g_ema_equals_g"]
+    record.update(
+        architecture="dfgan", discriminators="converted",
+        optimizers="converted" if g_vars["g_opt"] is not None
+        else "initialised", unconsumed=g_vars["unconsumed"])
   with open(os.path.join(workdir, CONVERTED_FILE), "w") as f:
     json.dump(record, f, indent=1, sort_keys=True)
   logging.info("wrote %s (GAN checkpoint step 0) and %s", ckpt_dir, damsm_dir)
@@ -745,7 +809,8 @@ def _define_flags():
       "dataset (its vocabulary); override with --config.<field>=<value>.",
       lock_config=True)
   flags.DEFINE_string("netG", None, "Generator .pth (bird_DMGAN.pth, "
-                      "netG_epoch_N.pth, bird_AttnGAN2.pth, ...); without it "
+                      "netG_epoch_N.pth, bird_AttnGAN2.pth, ...; DF-GAN: its "
+                      "state_epoch_N.pth with netG, netD and netC); without it "
                       "only the DAMSM encoders are converted (workdir/damsm).")
   flags.DEFINE_string("text_encoder", None, "DAMSM text_encoder*.pth.")
   flags.DEFINE_string("image_encoder", None, "DAMSM image_encoder*.pth "

@@ -119,8 +119,9 @@ def _eval_step(g_params, g_stats, batch, enc, z_key, ca_key, index, *,
   """One generated batch: (quantised last-stage images, DAMSM image codes,
   own sentence codes)."""
   b = batch["captions"].shape[0]
-  z = jax.random.normal(jax.random.fold_in(z_key, index),
-                        (b, models.config.model.z_dim))
+  z = gan_lib.draw_z(jax.random.fold_in(z_key, index), b,
+                     models.config.model.z_dim,
+                     models.config.sample.truncation)
   images, _ = gan_lib.sample_step(g_params, g_stats, batch, enc, z,
                                     jax.random.fold_in(ca_key, index),
                                     models=models)
@@ -407,7 +408,8 @@ class Evaluator:
         "seed": e.seed, "image_size": self.size,
         "png_quantization": e.png_quantization,
         "eval_words_num": c.data.eval_words_num,
-        "refiner": c.model.refiner, "damsm_dir": gen.damsm_dir,
+        "architecture": c.model.architecture, "refiner": c.model.refiner,
+        "damsm_dir": gen.damsm_dir, "truncation": c.sample.truncation,
         "generator_weights": c.sample.weights,
         "generator_weights_used": gen.weights_used,
         "generator_weights_description": gen.weights_description}

@@ -5,6 +5,11 @@ restore a checkpoint with :func:`restore_generator` and run :func:`sample_step`;
 ``convert`` builds a :class:`GanState` from released weights with
 :func:`create_state`'s layout and :func:`make_optimizers`.
 
+These are the pieces of the 'stacked' architecture (:data:`STACKED`). The jobs
+reach them, and another architecture's (DF-GAN: ``t2igan_jax/dfgan_job.py``),
+through :class:`Architecture`, chosen by ``config.model.architecture``
+(:func:`architecture`; registry ``models/families.py:ARCHITECTURES``).
+
 :func:`train_step` is one reference iteration (SPEC-dmgan §6.2), as one jitted
 function (state donated, batch sharded over the ``data`` mesh axis, BatchNorm
 statistics over the global batch):
@@ -29,7 +34,7 @@ import dataclasses
 import functools
 import logging
 import os
-from typing import Any
+from typing import Any, Callable, Mapping
 
 import flax
 import jax
@@ -41,6 +46,7 @@ from input_pipeline import pipeline as input_pipeline
 from input_pipeline.text import Vocabulary
 from t2igan_jax import checkpointing
 from t2igan_jax import damsm_lib
+from t2igan_jax import dfgan_lib
 from t2igan_jax import ema
 from t2igan_jax import numerics
 from t2igan_jax import sharding
@@ -48,6 +54,7 @@ from t2igan_jax.errors import CheckpointError
 from t2igan_jax.losses import damsm as damsm_losses
 from t2igan_jax.losses import gan as gan_losses
 from t2igan_jax.models import discriminator as discriminator_lib
+from t2igan_jax.models import families
 from t2igan_jax.models import generator as generator_lib
 
 CHECKPOINT_DIR = "checkpoints"
@@ -65,8 +72,13 @@ def model_meta(model: dict[str, Any]) -> dict[str, Any]:
   ``small_map_conv`` than it was trained with (e.g. trained on GPU, sampled on
   CPU).
   """
-  return {k: v for k, v in model.items()
-          if k not in EXECUTION_ONLY_MODEL_FIELDS}
+  out = {k: v for k, v in model.items()
+         if k not in EXECUTION_ONLY_MODEL_FIELDS}
+  # The default architecture is left out, as checkpoints written before the
+  # field existed have it (they resume and sample unchanged).
+  if out.get("architecture") == "stacked":
+    del out["architecture"]
+  return out
 
 
 @flax.struct.dataclass
@@ -452,8 +464,9 @@ def restore_generator(config: ml_collections.ConfigDict, workdir: str,
       raise CheckpointError(
           f"{where} was trained with vocabulary {meta['vocab_fingerprint']} but "
           f"the DAMSM in {damsm_dir} has {vocab.fingerprint()}")
-    models = GanModels(config, text_model, image_model)
-    abstract = jax.eval_shape(functools.partial(create_state, models),
+    arch = architecture(config)
+    models = arch.models(config, text_model, image_model)
+    abstract = jax.eval_shape(functools.partial(arch.create_state, models),
                               jax.random.key(0))
     state, _, _ = ckpt.restore(abstract, step)
   finally:
@@ -461,11 +474,12 @@ def restore_generator(config: ml_collections.ConfigDict, workdir: str,
   # One placement for everything the sampling step reads: the encoders come
   # back replicated over all devices, the generator state on one.
   repl = sharding.replicated(sharding.make_mesh(config.num_devices))
-  weights, used, description = generator_weights(config, models, state, meta)
+  weights, used, description = arch.generator_weights(config, models, state,
+                                                      meta)
   logging.info("checkpoint step %d: sampling the %s (config.sample.weights="
                "%r)", step, description, config.sample.weights)
   g_params, g_stats, enc = jax.device_put(
-      (weights, state.g_stats,
+      (weights, arch.sampling_stats(state),
        Encoders(text_params=text_params, image_vars=image_vars)), repl)
   return RestoredGenerator(models=models, g_params=g_params,
                            g_stats=g_stats, enc=enc, vocab=vocab,
@@ -503,3 +517,76 @@ def generator_weights(config, models: GanModels, state,
           f"{'' if 'seed' in meta else ', config.seed: not in the checkpoint'})")
 
 
+
+
+def draw_z(key, n: int, z_dim: int, truncation: float = 0.0):
+  """Sampling noise [n, z_dim]: N(0, I), or with ``truncation`` > 0
+  (``config.sample.truncation``) DF-GAN's ``truncation · N(0, 1)`` truncated
+  to [-2, 2] (``dfgan_lib.truncated_noise``)."""
+  if truncation > 0:
+    return dfgan_lib.truncated_noise(key, n, z_dim, truncation)
+  return jax.random.normal(key, (n, z_dim))
+
+
+# ---------------------------------------------------------- architectures
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+  """What the GAN jobs need of one architecture (``config.model.architecture``;
+  registered in ``models/families.py:ARCHITECTURES``).
+
+  The models object has ``config``, ``text_model``, ``image_model``,
+  ``generator`` (``.apply(variables, z, sent, words, mask, train=, eps=,
+  rngs=)`` -> ``{'images': [...], 'attention': [...]}``, ``.config.z_dim`` /
+  ``.condition_dim``), ``encode_text`` and ``generate`` as :class:`GanModels`,
+  so ``sample_step``, ``generation`` and ``evaluate`` serve every architecture.
+  """
+  name: str
+  # (config, text_model, image_model, mesh=None) -> the models object
+  models: Callable[..., Any]
+  # (models, rng) -> a fresh state (called under jit)
+  create_state: Callable[[Any, Any], Any]
+  # (state, batch, enc, *, models) -> (state, metrics); jitted by the job
+  train_step: Callable[..., Any]
+  # config -> the terms config.debug_nonfinite_term may name
+  loss_term_names: Callable[[Any], tuple[str, ...]]
+  # models -> (interval means -> the step log line)
+  log_line: Callable[[Any], Callable[[Mapping[str, float]], str]]
+  # state -> {name: parameter tree} (the table logged at start)
+  trained_parameters: Callable[[Any], dict[str, Any]]
+  # (config, models, state, meta) -> (params, 'ema' | ..., description)
+  generator_weights: Callable[..., tuple[Any, str, str]]
+  # state -> the G statistics sampled with (BN running stats, or {})
+  sampling_stats: Callable[[Any], Any]
+  has_ema: bool = True       # sample grids of the EMA and of the raw G
+  describe: Callable[[Any], str] = lambda config: config.model.architecture
+
+
+def architecture(config) -> Architecture:
+  """The :class:`Architecture` of ``config.model.architecture``."""
+  return families.resolve_architecture(config.model.architecture)
+
+
+def stacked_log_line(models: GanModels) -> Callable[[Mapping[str, float]], str]:
+  """The step log line of the stacked GAN (from the interval means)."""
+  n_stages = len(models.discriminators)
+
+  def line(s):
+    d_loss = " ".join(f"{s[f'train/d_loss{i}']:.3f}" for i in range(n_stages))
+    return (f"g_loss {s['train/g_loss']:.3f}  d_loss {d_loss}  w "
+            f"{s['train/g_w_loss']:.3f} s {s['train/g_s_loss']:.3f} kl "
+            f"{s['train/kl_loss']:.3f}")
+  return line
+
+
+def stacked_trained_parameters(state: GanState) -> dict[str, Any]:
+  return {"generator": state.g_params,
+          **{f"discriminator{i}": p for i, p in enumerate(state.d_params)}}
+
+
+STACKED = Architecture(
+    name="stacked", models=GanModels, create_state=create_state,
+    train_step=train_step, loss_term_names=loss_term_names,
+    log_line=stacked_log_line, trained_parameters=stacked_trained_parameters,
+    generator_weights=generator_weights,
+    sampling_stats=lambda state: state.g_stats, has_ema=True,
+    describe=lambda config: f"{config.model.refiner} refiner")

@@ -84,15 +84,17 @@ def _gather(x) -> np.ndarray:
 
 class SampleGrids:
   """The loop hook that draws a fixed batch of test captions (and fixed
-  noise) every ``image_every_steps``: EMA and raw G grids, the real images,
-  the first caption's word attention; to TensorBoard and, per step, as PNGs
-  in ``workdir/samples``."""
+  noise) every ``image_every_steps``: EMA and raw G grids (the raw G only,
+  for an architecture without EMA), the real images, the first caption's
+  word attention; to TensorBoard and, per step, as PNGs in
+  ``workdir/samples``."""
 
-  def __init__(self, config, workdir: str, models: gan_lib.GanModels, enc,
-               splits, writer: metric_writer.MetricWriter, mesh):
+  def __init__(self, config, workdir: str, models, enc, splits,
+               writer: metric_writer.MetricWriter, mesh):
     g = config.gan
     train_source, test_source = splits
     self.config, self.workdir, self.writer, self.enc = config, workdir, writer, enc
+    self.arch = gan_lib.architecture(config)
     self.sample_fn = jax.jit(functools.partial(gan_lib.sample_step,
                                                models=models))
     vis_source = test_source
@@ -111,8 +113,8 @@ class SampleGrids:
         process_count=jax.process_count())))
     self.batch = sharding.device_batch(self.local, mesh)
     self.z = jax.device_put(
-        jax.random.normal(jax.random.key(config.seed + 11),
-                          (g.batch_size, config.model.z_dim)),
+        gan_lib.draw_z(jax.random.key(config.seed + 11), g.batch_size,
+                       config.model.z_dim, config.sample.truncation),
         sharding.replicated(mesh))
     self.rng = jax.random.key(config.seed + 13)
     vocab = train_source.vocab
@@ -139,17 +141,20 @@ class SampleGrids:
 
   def grids(self, state) -> dict[str, np.ndarray]:
     g = self.config.gan
-    g_ema = ema.sampling_params(state, g.ema_decay, g.ema_debias)
-    images, attention = self.sample_fn(g_ema, state.g_stats, self.batch,
+    g_stats = self.arch.sampling_stats(state)
+    g_ema = (ema.sampling_params(state, g.ema_decay, g.ema_debias)
+             if self.arch.has_ema else state.g_params)
+    images, attention = self.sample_fn(g_ema, g_stats, self.batch,
                                        self.enc, self.z, self.rng)
     images = multihost_utils.process_allgather(images, tiled=True)
     grids = {f"samples/stage{i}_{np.shape(im)[1]}px":
              _captioned_grid(np.asarray(im), self.captions)
              for i, im in enumerate(images)}
-    raw, _ = self.sample_fn(state.g_params, state.g_stats, self.batch,
-                            self.enc, self.z, self.rng)
-    grids["samples_raw_generator/last_stage"] = _captioned_grid(
-        _gather(raw[-1]), self.captions)
+    if self.arch.has_ema:
+      raw, _ = self.sample_fn(state.g_params, g_stats, self.batch,
+                              self.enc, self.z, self.rng)
+      grids["samples_raw_generator/last_stage"] = _captioned_grid(
+          _gather(raw[-1]), self.captions)
     grids.update({f"real/stage{i}": metric_writer.image_grid(np.asarray(im))
                   for i, im in enumerate(self.local["images"])})
     if attention:
@@ -238,8 +243,10 @@ def _checkpointer(config, workdir, steps_per_epoch, vocab, damsm_dir, enc):
           "model": gan_lib.model_meta(config.model.to_dict()),
           "damsm_dir": os.path.abspath(damsm_dir),
           "stage_sizes": list(input_pipeline.stage_sizes(config)),
-          # True: zero-started EMA (t2igan_jax/ema.py); None: the reference's.
-          ema.META_KEY: True if g.ema_debias else None,
+          # True: zero-started EMA (t2igan_jax/ema.py); None: the reference's
+          # (or none: an architecture without EMA ignores gan.ema_debias).
+          ema.META_KEY: (True if g.ema_debias
+                         and gan_lib.architecture(config).has_ema else None),
           "ema_decay": g.ema_decay, "seed": config.seed}
   digest = checkpointing.state_digest(enc)
   compatible = {
@@ -250,25 +257,17 @@ def _checkpointer(config, workdir, steps_per_epoch, vocab, damsm_dir, enc):
 
 
 def _log_start(config, splits, steps_per_epoch, total_steps) -> None:
-  logging.info("GAN (%s refiner) on %s (source %s): %d train / %d test "
+  logging.info("GAN (%s) on %s (source %s): %d train / %d test "
                "images, %d steps per epoch, %d steps, stages %s",
-               config.model.refiner, config.data.name, config.data.source,
+               gan_lib.architecture(config).describe(config),
+               config.data.name, config.data.source,
                len(splits[0]), len(splits[1]), steps_per_epoch, total_steps,
                input_pipeline.stage_sizes(config))
 
 
-def _step_log_line(n_stages: int) -> Callable[[dict[str, float]], str]:
-  def line(s):
-    d_loss = " ".join(f"{s[f'train/d_loss{i}']:.3f}" for i in range(n_stages))
-    return (f"g_loss {s['train/g_loss']:.3f}  d_loss {d_loss}  w "
-            f"{s['train/g_w_loss']:.3f} s {s['train/g_s_loss']:.3f} kl "
-            f"{s['train/kl_loss']:.3f}")
-  return line
-
-
-def _initial_state(models, mesh, ckpt, meta, compatible, train_iter):
+def _initial_state(arch, models, mesh, ckpt, meta, compatible, train_iter):
   """Restored (with the data iterator), else fresh from ``config.seed``."""
-  state = jax.jit(functools.partial(gan_lib.create_state, models),
+  state = jax.jit(functools.partial(arch.create_state, models),
                   out_shardings=sharding.replicated(mesh))(
                       jax.random.key(models.config.seed))
   restored = ckpt.restore_compatible(state, meta, **compatible)
@@ -282,16 +281,17 @@ def _initial_state(models, mesh, ckpt, meta, compatible, train_iter):
 
 def _train(config, workdir, watcher, damsm: DamsmPhase) -> dict[str, Any]:
   g = config.gan
+  arch = gan_lib.architecture(config)
   mesh = sharding.make_mesh(config.num_devices)
   splits, steps_per_epoch, total_steps = _open_data(config, mesh)
   vocab = splits[0].vocab
-  numerics.check_debug_term(config, gan_lib.loss_term_names(config),
+  numerics.check_debug_term(config, arch.loss_term_names(config),
                             "train_gan")
   damsm_dir, damsm_seconds = damsm()
   if damsm_dir is None:
     return {"step": 0, "preempted": True}
   text_model, image_model, enc = _encoders(config, damsm_dir, vocab, mesh)
-  models = gan_lib.GanModels(config, text_model, image_model, mesh=mesh)
+  models = arch.models(config, text_model, image_model, mesh=mesh)
   _log_start(config, splits, steps_per_epoch, total_steps)
   train_iter = input_pipeline.create_train_iterator(
       config, splits[0], global_batch_size=g.batch_size,
@@ -305,7 +305,8 @@ def _train(config, workdir, watcher, damsm: DamsmPhase) -> dict[str, Any]:
                                                      done) is not None:
     ckpt.close()  # finished and recorded: nothing is built or compiled
     return finished_result(metrics_path, done, total_steps, ckpt.directory)
-  state = _initial_state(models, mesh, ckpt, meta, compatible, train_iter)
+  state = _initial_state(arch, models, mesh, ckpt, meta, compatible,
+                         train_iter)
   meta[DAMSM_DIGEST_KEY] = digest
   if int(state.step) >= total_steps:
     ckpt.close()
@@ -315,9 +316,9 @@ def _train(config, workdir, watcher, damsm: DamsmPhase) -> dict[str, Any]:
   job = train_loop.Job(
       name="the GAN loop", total_steps=total_steps,
       snapshot_every=g.snapshot_interval * steps_per_epoch,
-      step_fn=jax.jit(functools.partial(gan_lib.train_step, models=models),
+      step_fn=jax.jit(functools.partial(arch.train_step, models=models),
                       donate_argnums=(0,)),
-      step_args=(enc,), log_line=_step_log_line(len(models.discriminators)),
+      step_args=(enc,), log_line=arch.log_line(models),
       budget_seconds=time_budget.left_for_gan(config.max_train_seconds,
                                               damsm_seconds or 0.0),
       budget_note=_budget_note(config, damsm_seconds),
@@ -325,7 +326,7 @@ def _train(config, workdir, watcher, damsm: DamsmPhase) -> dict[str, Any]:
       extra_scalars={"train/g_lr": g.g_lr, "train/d_lr": g.d_lr},
       hooks=(train_loop.Hook(config.image_every_steps, SampleGrids(
           config, workdir, models, enc, splits, writer, mesh)),),
-      record_result=True, parameters=_trained_parameters)
+      record_result=True, parameters=arch.trained_parameters)
   out = train_loop.run(config, workdir, job, state, mesh=mesh, ckpt=ckpt,
                        meta=meta, train_iter=train_iter, writer=writer,
                        watcher=watcher)
@@ -335,11 +336,6 @@ def _train(config, workdir, watcher, damsm: DamsmPhase) -> dict[str, Any]:
   if "preempted" not in result and jax.process_index() == 0:
     logging.info("%s", closing_summary(config, workdir, result, total_steps))
   return result
-
-
-def _trained_parameters(state: gan_lib.GanState) -> dict[str, Any]:
-  return {"generator": state.g_params,
-          **{f"discriminator{i}": p for i, p in enumerate(state.d_params)}}
 
 
 def _budget_note(config, damsm_seconds: float | None) -> str:

@@ -70,11 +70,16 @@ def draw_noise(key, n: int, restored_or_config) -> tuple[Any, Any]:
   """``(z [n, z_dim], eps [n, condition_dim])`` ~ N(0, I) from ``key``.
 
   ``key`` is split in two, z from the first half and eps from the second.
+  For a restored generator whose config sets ``sample.truncation`` > 0
+  (DF-GAN), z is truncated noise (``gan_lib.draw_z``).
   """
-  cfg = (restored_or_config if isinstance(restored_or_config, ModelConfig)
-         else model_config(restored_or_config))
+  if isinstance(restored_or_config, ModelConfig):
+    cfg, truncation = restored_or_config, 0.0
+  else:
+    cfg = model_config(restored_or_config)
+    truncation = restored_or_config.models.config.sample.truncation
   k_z, k_eps = jax.random.split(key)
-  return (jax.random.normal(k_z, (n, cfg.z_dim)),
+  return (gan_lib.draw_z(k_z, n, cfg.z_dim, truncation),
           jax.random.normal(k_eps, (n, cfg.condition_dim)))
 
 

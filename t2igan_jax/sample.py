@@ -226,7 +226,8 @@ def _attention_words(entry: CaptionLine, words_num: int) -> int:
 def _line_images(gen, batch, line: int, s) -> tuple[list[Any], list[Any]]:
   """(images, attention) of one caption line's ``num_per_caption`` samples.
 
-  Default: z ~ N(0, I) from ``fold_in(key(sample.seed), line)`` and the CA
+  Default: z ~ N(0, I) (truncated with ``sample.truncation`` > 0,
+  ``gan_lib.draw_z``) from ``fold_in(key(sample.seed), line)`` and the CA
   epsilon from the rng stream ``fold_in(key(sample.seed + 1), line)``, so a
   line's images do not depend on the other lines. ``sample.fixed_noise``: the
   same z and epsilon for every line (``generation.draw_noise(key(sample.seed),
@@ -237,8 +238,8 @@ def _line_images(gen, batch, line: int, s) -> tuple[list[Any], list[Any]]:
     z, eps = generation.draw_noise(jax.random.key(s.seed), n, gen)
     return generation.generate_ids(gen, batch["captions"], batch["caption_lens"],
                                    z, eps=eps)
-  z = jax.random.normal(jax.random.fold_in(jax.random.key(s.seed), line),
-                        (n, generation.model_config(gen).z_dim))
+  z = gan_lib.draw_z(jax.random.fold_in(jax.random.key(s.seed), line), n,
+                     generation.model_config(gen).z_dim, s.truncation)
   return generation.generate_ids(
       gen, batch["captions"], batch["caption_lens"], z,
       noise_key=jax.random.fold_in(jax.random.key(s.seed + 1), line))

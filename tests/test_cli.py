@@ -66,8 +66,8 @@ def test_help_lists_jobs_configs_and_how_to_print_fields():
   assert ":tiny" in out and "--print_config" in out
   assert "--config.<field>=<value>" in out
   assert "configs/gan.py:<family>,<dataset>[,<size>]" in out
-  assert ("  family   dmgan, ffgan, attngan (model.refiner: memory, ffblock, "
-          "attention)") in out
+  assert ("  family   dmgan, ffgan, attngan, dfgan (model.refiner: memory, "
+          "ffblock, attention, model.architecture=dfgan)") in out
   assert "  dataset  bird, coco, shapes (data.name: birds, coco, shapes)" in out
   quirks = out[out.index("reference quirks"):]
   assert all(path in quirks for path in base.QUIRK_FLAGS)
@@ -120,8 +120,8 @@ def test_typo_unknown_variant_and_missing_file_are_one_clean_line(tmp_path):
   assert _error_line(proc) == (
       "error: --config=configs/gan.py:dmgan,bird,tiy: unknown config variant "
       "'tiy'; configs/gan.py:<family>,<dataset>[,<size>] takes family "
-      "'dmgan' | 'ffgan' | 'attngan'; dataset 'bird' | 'coco' | 'shapes'; "
-      "size 'tiny'")
+      "'dmgan' | 'ffgan' | 'attngan' | 'dfgan'; dataset 'bird' | 'coco' | "
+      "'shapes'; size 'tiny'")
   proc = _main("--config=configs/nope.py", f"--workdir={tmp_path}")
   assert proc.returncode == 1
   line = _error_line(proc)
@@ -215,7 +215,12 @@ def _at(config, path):
   return config
 
 
-@pytest.mark.parametrize("family", sorted(gan.FAMILIES))
+# The families of the stacked architecture (DM-GAN's recipe; DF-GAN has its own).
+STACKED_FAMILIES = sorted(f for f, v in gan.FAMILIES.items()
+                          if v.get("model.architecture", "stacked") == "stacked")
+
+
+@pytest.mark.parametrize("family", STACKED_FAMILIES)
 @pytest.mark.parametrize("dataset", sorted(REFERENCE))
 def test_presets_hold_the_reference_values(family, dataset):
   c = gan.get_config(f"{family},{dataset}")
@@ -252,6 +257,54 @@ def test_tiny_shrinks_the_models_and_keeps_the_data(name):
     assert datasets.source(c.data) is datasets.SOURCES["tfds"]
 
 
+# tobran/DF-GAN at HEAD (SPEC-dfgan): code/cfg/{bird,coco}.yml, src/train.py,
+# scripts/train.sh, lib/perpare.py.
+DFGAN_REFERENCE = {
+    "model.architecture": "dfgan", "model.ngf": 32, "model.z_dim": 100,
+    "text_encoder.embedding_dim": 256, "data.base_size": 256,
+    "data.branch_num": 1, "gan.batch_size": 32, "gan.g_lr": 1e-4,
+    "gan.d_lr": 4e-4, "gan.beta1": 0.0, "gan.beta2": 0.9,
+    "sample.weights": "raw", "sample.truncation": 0.88}
+
+
+@pytest.mark.parametrize("dataset", sorted(REFERENCE))
+def test_dfgan_presets_hold_the_official_values(dataset):
+  c = gan.get_config(f"dfgan,{dataset}")
+  for path, value in DFGAN_REFERENCE.items():
+    assert _at(c, path) == value, (path, _at(c, path))
+  assert (c.gan.epochs, c.gan.snapshot_interval) == {
+      "bird": (1300, 10), "coco": (300, 10)}[dataset]
+  assert c.data.name == REFERENCE[dataset]["data.name"]
+
+
+def test_dfgan_shapes_and_tiny_presets():
+  """Shapes: the bird values at the data's 64 px; tiny: one small stage."""
+  shapes = gan.get_config("dfgan,shapes")
+  for path, value in DFGAN_REFERENCE.items():
+    if path not in ("data.base_size", "text_encoder.embedding_dim"):
+      assert _at(shapes, path) == value, path
+  assert (shapes.data.base_size, shapes.data.branch_num) == (64, 1)
+  assert shapes.max_train_seconds == gan.get_config(
+      "dmgan,shapes").max_train_seconds
+  tiny = gan.get_config("dfgan,shapes,tiny")
+  assert (tiny.data.base_size, tiny.data.branch_num, tiny.model.ngf,
+          tiny.model.z_dim, tiny.text_encoder.embedding_dim) == (32, 1, 8, 8, 32)
+  config_validation.validate(tiny)
+  for field, value, message in (
+      ("data.branch_num", 2, r"^config\.data\.branch_num=2, config\.data\."
+       r"base_size=32: model\.architecture='dfgan' generates one stage"),
+      ("sample.weights", "ema", r"^config\.sample\.weights='ema': model\."
+       r"architecture='dfgan' keeps no EMA of G; use 'raw'$"),
+      ("sample.truncation", -1.0, r"^config\.sample\.truncation=-1\.0 must "
+       r"be 0 \(off\) or the truncation rate > 0$"),
+      ("model.architecture", "dfgann", r"^config\.model\.architecture="
+       r"'dfgann' is not one of \('stacked', 'dfgan'\)$")):
+    c = gan.get_config("dfgan,shapes,tiny")
+    base.override(c, {field: value})
+    with pytest.raises(ConfigError, match=message):
+      config_validation.validate(c)
+
+
 def test_preset_values_are_fields():
   """A preset naming no field of configs/base.py is an error, not a new field."""
   with pytest.raises(KeyError, match=r"config\.gan\.batchsize is not a field"):
@@ -260,7 +313,8 @@ def test_preset_values_are_fields():
     base.override(base.get_config(), {"gann.batch_size": 3})
   for values in (*gan.FAMILIES.values(), *gan.DATASETS.values(),
                  *damsm.DATA.values(), *damsm.SCHEDULES.values(),
-                 *gan.FAMILY_ON_DATASET.values()):
+                 *gan.FAMILY_ON_DATASET.values(),
+                 *gan.FAMILY_ON_SIZE.values()):
     base.override(base.get_config(), values)
   assert tuple(damsm.DATA) == tuple(gan.DATASETS) == tuple(damsm.SCHEDULES)
 
@@ -272,10 +326,13 @@ def test_allowed_values_come_from_the_registries():
   assert choices["data.name"] == tuple(datasets.DATASETS)
   assert choices["data.source"] == tuple(datasets.SOURCES)
   assert choices["model.refiner"] == tuple(families.REFINER_FAMILIES)
+  assert choices["model.architecture"] == tuple(families.ARCHITECTURES)
   assert set(inception_score.PROTOCOLS) <= set(datasets.IS_PROTOCOLS)
   assert set(choices["eval.is_protocol"]) == {"auto", *datasets.IS_PROTOCOLS}
   for values in gan.FAMILIES.values():
-    assert values["model.refiner"] in families.REFINER_FAMILIES
+    assert values.get("model.refiner", "memory") in families.REFINER_FAMILIES
+    assert values.get("model.architecture",
+                      "stacked") in families.ARCHITECTURES
 
 
 def test_dataset_and_source_must_fit():

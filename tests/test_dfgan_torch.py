@@ -229,3 +229,49 @@ def test_wrong_config_names_keys(ckpt):
                      match=r"missing keys: GBlocks.4.c1.bias, GBlocks.4.c1.weight"):
     dfgan_torch.load_checkpoint(ckpt["path"], dfgan_lib.DfganConfig(
         nf=NF, z_dim=Z, cond_dim=COND, imsize=128))
+
+
+def test_convert_writes_a_workdir_that_samples_and_trains(ckpt, tmp_path):
+  """``convert`` with a DF-GAN config: the state_epoch file above becomes
+  checkpoint step 0; job=sample's generator is torch's G; train_gan resumes."""
+  from test_convert import Params, np_text_encoder, save_torch  # pylint: disable=g-import-not-at-top
+  from configs import gan  # pylint: disable=g-import-not-at-top
+  from input_pipeline import pipeline  # pylint: disable=g-import-not-at-top
+  from t2igan_jax import convert, gan_lib, generation, train  # pylint: disable=g-import-not-at-top
+  c = gan.get_config("dfgan,shapes,tiny")
+  c.model.ngf, c.model.z_dim = NF, Z
+  c.text_encoder.embedding_dim, c.data.base_size = COND, IMSIZE
+  vocab = pipeline.get_source(c, "train", IMSIZE).vocab
+  pt = Params(seed=4)
+  np_text_encoder(pt, np.ones((1, 3), np.int32), np.array([3]), vocab.n_words,
+                  c.text_encoder.word_dim, COND // 2)
+  text = save_torch(pt.sd, tmp_path / "text_encoder200.pth", True)
+  workdir = str(tmp_path / "w")
+  record = convert.convert(c, workdir, netG=ckpt["path"], text_encoder=text)
+  assert (record["architecture"], record["source_epoch"], record["step"],
+          record["optimizers"], record["unconsumed"]) == (
+              "dfgan", 7, 0, "converted", [])
+  c.job = "sample"
+  gen = gan_lib.restore_generator(c, workdir)
+  out = generation.generate(gen, ["a red circle", "a big green star"],
+                            key=jax.random.key(0))
+  ids, lengths = generation.token_batch(["a red circle", "a big green star"],
+                                        vocab)
+  _, sent = gen.models.encode_text(gen.enc, jnp.asarray(ids),
+                                   jnp.asarray(lengths))
+  net_g = TNetG()   # the file's G (other tests step ckpt['g'] further)
+  saved = torch.load(ckpt["path"])["model"]["netG"]
+  net_g.load_state_dict({k[len("module."):]: v for k, v in saved.items()})
+  with torch.no_grad():
+    want = net_g(torch.tensor(np.asarray(out.z)),
+                 torch.tensor(np.asarray(sent)))
+  np.testing.assert_allclose(np.asarray(out.images[0]), nhwc(want), atol=2e-5)
+  captions = tmp_path / "captions.txt"
+  captions.write_text("a red circle\n")
+  c.sample.captions_file, c.sample.output_dir = str(captions), str(tmp_path / "s")
+  assert train.run(c, workdir)["num_sampled"] == 1
+  c.job, c.max_steps, c.image_every_steps = "train_gan", 1, 100
+  assert train.run(c, workdir)["step"] == 1
+  with pytest.raises(ValueError, match="--netD: a DF-GAN state_epoch"):
+    convert.convert(c, str(tmp_path / "w2"), netG=ckpt["path"],
+                    text_encoder=text, netD=[ckpt["path"]])
