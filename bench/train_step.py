@@ -419,6 +419,17 @@ def _fmt(x, scale=1.0, spec=".2f", missing="-"):
   return missing if x is None else format(x / scale, spec)
 
 
+def print_rows(head, rows) -> None:
+  """Prints ``rows`` (lists of strings) under ``head``, right-aligned."""
+  widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h)
+            for i, h in enumerate(head)]
+  line = "  ".join(h.rjust(w) for h, w in zip(head, widths))
+  print(line)
+  print("-" * len(line))
+  for row in rows:
+    print("  ".join(c.rjust(w) for c, w in zip(row, widths)))
+
+
 def _si(x, unit=""):
   if x is None:
     return "-"
@@ -469,13 +480,7 @@ def print_table(report: dict[str, Any]) -> None:
         _fmt(r["host_peak_rss_bytes"], 2**20, ".0f"),
         _fmt(dev.get("peak_bytes_in_use"), 2**20, ".0f"),
         f"{r['params']['generator']:,}"))
-  widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h)
-            for i, h in enumerate(head)]
-  line = "  ".join(h.rjust(w) for h, w in zip(head, widths))
-  print(line)
-  print("-" * len(line))
-  for row in rows:
-    print("  ".join(c.rjust(w) for c, w in zip(row, widths)))
+  print_rows(head, rows)
   for r in report["results"]:
     if "error" in r or r.get("compile_only"):
       continue

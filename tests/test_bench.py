@@ -1,5 +1,7 @@
-"""bench/profile_step.py: HLO parsing, FLOP counts, trace aggregation."""
+"""bench/profile_step.py: HLO parsing, FLOP counts, trace aggregation;
+bench/family_costs.py: the per-family cost report on the :tiny configs."""
 
+import json
 import tempfile
 
 import jax
@@ -7,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from bench import family_costs
 from bench import profile_step
 from tests import np_reference
 
@@ -185,3 +188,40 @@ def test_filter_grad_per_tap_matches_numpy():
   w = np.zeros((3, 3, 3, 4), np.float32)
   jax_dw = jax.vjp(lambda w: profile_step.conv3x3(x, w), w)[1](g)[0]
   np.testing.assert_allclose(np.asarray(jax_dw), want, rtol=1e-4, atol=1e-4)
+
+
+def test_family_costs_dead_conv_s_at_bird_size():
+  """DF-GAN bird NetD: 3 DBlocks with fin == fout = 256, each a dead 1x1
+  conv_s of 256·256 + 256 params (SPEC-dfgan); counted from shapes only."""
+  from t2igan_jax import dfgan_lib  # pylint: disable=g-import-not-at-top
+  _, d = jax.eval_shape(lambda k: dfgan_lib.init_params(dfgan_lib.BIRD, k),
+                        jax.random.key(0))
+  assert family_costs.dead_conv_s(d) == 3 * (256 * 256 + 256) == 197_376
+  tiny = dfgan_lib.DfganConfig(nf=4, z_dim=8, cond_dim=6, imsize=32)
+  _, d = jax.eval_shape(lambda k: dfgan_lib.init_params(tiny, k),
+                        jax.random.key(0))
+  assert family_costs.dead_conv_s(d) == 0   # 32 px: every DBlock widens
+
+
+def test_family_costs_tiny_smoke(tmp_path):
+  """--tiny over the four families: positive parameter counts and FLOPs in
+  the JSON, per image = per iteration / batch, and DF-GAN's D split."""
+  out = tmp_path / "costs.json"
+  family_costs.main(["--tiny", f"--out={out}"])
+  report = json.loads(out.read_text())
+  assert report["tiny"] and "--tiny" in report["command"]
+  assert [r["family"] for r in report["results"]] == list(family_costs.FAMILIES)
+  for r in report["results"]:
+    assert "error" not in r, r
+    assert r["params"]["generator"] > 0 and r["params"]["discriminator"] > 0
+    assert r["flops_per_iter"] > 0
+    assert r["flops_per_image"] == pytest.approx(
+        r["flops_per_iter"] / r["batch_size"])
+  dm, ff, _, df = report["results"]
+  p = df["params"]
+  assert p["netD"] + p["netC"] == p["discriminator"]
+  assert p["text_encoder"] > 0 and p["image_encoder"] == 0
+  assert dm["params"]["image_encoder"] > 0
+  # FF-GAN's refiner differs from DM-GAN's: different G, same Ds.
+  assert ff["params"]["generator"] != dm["params"]["generator"]
+  assert ff["params"]["discriminator"] == dm["params"]["discriminator"]
