@@ -94,19 +94,6 @@ def epoch_permutation(seed: int, epoch: int, num_items: int) -> np.ndarray:
   return np.random.default_rng([seed, 0, epoch]).permutation(num_items)
 
 
-def open_splits(config, image_size: int):
-  """(train source, test source) of a job, after checking the whole data set.
-
-  Opens both splits and checks what the job (``config.job``) will ask of
-  them before anything compiles; every problem found (missing or bad files,
-  a batch larger than a split, retrieval candidates the test split cannot
-  supply) is listed in one error, each with its count, first keys and the
-  file or config field that fixes it (``dataset_check``).
-  """
-  from input_pipeline import dataset_check  # pylint: disable=g-import-not-at-top
-  return dataset_check.open_splits(config, image_size)
-
-
 class _BatchBuilder:
   """Batch index -> host-local batch dict; a pure function of the index.
 

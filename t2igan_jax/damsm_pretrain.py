@@ -29,6 +29,7 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
+from input_pipeline import dataset_check
 from input_pipeline import pipeline as input_pipeline
 from t2igan_jax import checkpointing
 from t2igan_jax import damsm_lib
@@ -75,7 +76,7 @@ def _open_data(config, mesh):
   and the step counts; logs the start-up line."""
   dm = config.damsm
   sharding.check_batch_size(dm.batch_size, mesh, "config.damsm.batch_size")
-  splits = input_pipeline.open_splits(config, dm.image_size)
+  splits = dataset_check.open_splits(config, dm.image_size)
   steps_per_epoch = input_pipeline.steps_per_epoch(len(splits[0]),
                                                    dm.batch_size)
   total_steps = dm.epochs * steps_per_epoch

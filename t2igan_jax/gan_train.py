@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 from jax.experimental import multihost_utils
 
+from input_pipeline import dataset_check
 from input_pipeline import pipeline as input_pipeline
 from t2igan_jax import checkpointing
 from t2igan_jax import damsm_lib
@@ -209,7 +210,7 @@ def _open_data(config, mesh):
   g = config.gan
   sharding.check_batch_size(g.batch_size, mesh, "config.gan.batch_size")
   sizes = input_pipeline.stage_sizes(config)
-  splits = input_pipeline.open_splits(config, sizes[-1])
+  splits = dataset_check.open_splits(config, sizes[-1])
   steps_per_epoch = input_pipeline.steps_per_epoch(len(splits[0]),
                                                    g.batch_size)
   total_steps = g.epochs * steps_per_epoch
